@@ -1,0 +1,1 @@
+"""The ``modelbus`` command line."""

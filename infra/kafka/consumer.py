@@ -1,0 +1,312 @@
+"""At-least-once consumer runner shared by every ModelBus consumer.
+
+The loop hands each polled batch to one worker thread and keeps polling (with
+the partitions paused) while the worker runs, so a handler that trains for an
+hour never exceeds ``max.poll.interval.ms`` and never triggers a rebalance.
+Offsets are committed only after the handler returned *and* every event it
+queued on the runner's producer (outputs, dead letters) was acknowledged.
+
+Outcome of a handler, per event:
+
+* returns            → done
+* ``SkipEvent``      → done (nothing to do)
+* ``PoisonEvent`` / undecodable bytes → ``<topic>.dlq`` with error headers, done
+* ``FatalError``     → stop without committing that event; ``run`` raises it
+* anything else      → retried with backoff; after ``max_attempts`` → DLQ
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
+
+from infra.errors import DeliveryError, FatalError, PoisonEvent, SkipEvent
+from infra.kafka.config import consumer_config
+from infra.kafka.dlq import send_to_dlq
+from infra.kafka.envelope import Envelope, headers_dict
+from infra.kafka.producer import EventProducer, make_codec
+from infra.settings import Settings
+from schemas.codec import AvroCodec, SerializationError
+
+log = logging.getLogger("modelbus.kafka.consumer")
+
+Handler = Callable[[Envelope], None]
+
+
+@dataclass
+class RunnerStats:
+    processed: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    retries: int = 0
+    commits: int = 0
+    rebalances: int = 0
+
+
+class ConsumerRunner:
+    def __init__(self, settings: Settings, *, group_id: str, topics: Iterable[str], handler: Handler, name: str,
+                 producer: EventProducer | None = None, codec: AvroCodec | None = None, max_batch: int = 500,
+                 max_attempts: int = 5, backoff_s: float = 0.5, expected_types: Iterable[str] | None = None,
+                 consumer_overrides: dict[str, Any] | None = None):
+        self.settings = settings
+        self.name = name
+        self.group_id = group_id
+        self.topics = list(topics)
+        self.handler = handler
+        self.codec = codec or make_codec(settings)
+        self.producer = producer or EventProducer(settings, name=f"{name}.dlq", codec=self.codec)
+        self.max_batch = max_batch
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.expected_types = set(expected_types) if expected_types else None
+        self.stats = RunnerStats()
+        self._consumer = Consumer(consumer_config(settings.kafka, group_id, **(consumer_overrides or {})))
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-worker")
+        self._stop = threading.Event()
+        self._progress: dict[tuple[str, int], int] = {}   # next offset to commit, per partition
+        self._progress_lock = threading.Lock()
+        self._assigned: set[tuple[str, int]] = set()
+        self._fatal: BaseException | None = None
+
+    # -- lifecycle --------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the loop to finish the current event, commit and exit."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self, *, max_events: int | None = None, idle_timeout: float | None = None,
+            ready: threading.Event | None = None) -> RunnerStats:
+        """Consume until ``stop()``/SIGTERM, ``max_events`` handled, or ``idle_timeout`` seconds without events."""
+        restore = self._install_signal_handlers()
+        self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                 on_lost=self._on_lost)
+        log.info("%s: consuming %s as group %s", self.name, ",".join(self.topics), self.group_id)
+        last_event = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                msgs = self._consumer.consume(self.max_batch, 0.2)
+                if ready is not None and self._assigned:
+                    ready.set()
+                batch = [m for m in msgs if self._usable(m)]
+                if not batch:
+                    if idle_timeout is not None and time.monotonic() - last_event > idle_timeout:
+                        break
+                    continue
+                last_event = time.monotonic()
+                self._run_batch(batch)
+                if self._fatal is not None:
+                    raise self._fatal
+                if max_events is not None and self.handled >= max_events:
+                    break
+        finally:
+            self._shutdown()
+            restore()
+        return self.stats
+
+    @property
+    def handled(self) -> int:
+        s = self.stats
+        return s.processed + s.skipped + s.dead_lettered
+
+    def _install_signal_handlers(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def on_signal(signum, _frame):
+            log.info("%s: signal %s: finishing the current event, then exiting", self.name, signum)
+            self._stop.set()
+
+        for sig in previous:
+            signal.signal(sig, on_signal)
+        return lambda: [signal.signal(s, h) for s, h in previous.items()]
+
+    def _shutdown(self) -> None:
+        try:
+            self._commit_progress()
+        finally:
+            self._pool.shutdown(wait=True)
+            try:
+                self.producer.flush(10)
+            except DeliveryError as exc:
+                log.error("%s: %s", self.name, exc)
+            self._consumer.close()   # leaves the group so partitions move at once
+            log.info("%s: stopped (%s)", self.name, self.stats)
+
+    # -- rebalance callbacks (run in the polling thread) ------------------
+    def _on_assign(self, consumer, partitions) -> None:
+        self.stats.rebalances += 1
+        self._assigned |= {(p.topic, p.partition) for p in partitions}
+        log.info("%s: assigned %s", self.name, _fmt(partitions))
+
+    def _on_revoke(self, consumer, partitions) -> None:
+        # Commit what is finished on the partitions we lose, so the next owner does not redo it.
+        self._commit_progress({(p.topic, p.partition) for p in partitions})
+        self._assigned -= {(p.topic, p.partition) for p in partitions}
+        log.info("%s: revoked %s", self.name, _fmt(partitions))
+
+    def _on_lost(self, consumer, partitions) -> None:
+        with self._progress_lock:
+            for p in partitions:
+                self._progress.pop((p.topic, p.partition), None)
+        self._assigned -= {(p.topic, p.partition) for p in partitions}
+        log.warning("%s: lost %s (uncommitted work will be redelivered)", self.name, _fmt(partitions))
+
+    # -- the batch ----------------------------------------------------------
+    def _usable(self, msg) -> bool:
+        err = msg.error()
+        if err is None:
+            return True
+        if err.code() == KafkaError._PARTITION_EOF:
+            return False
+        if err.fatal():
+            self._fatal = FatalError(f"{self.name}: fatal Kafka error: {err.str()}")
+            self._stop.set()
+        else:
+            log.warning("%s: consumer error: %s", self.name, err.str())
+        return False
+
+    def _run_batch(self, batch: list) -> None:
+        future = self._pool.submit(self._work, batch)
+        paused: list[TopicPartition] = []
+        last_commit = time.monotonic()
+        while True:
+            try:
+                future.result(timeout=0.5 if not paused else 0.2)
+                break
+            except FutureTimeout:
+                pass
+            if not paused:
+                paused = self._consumer.assignment()
+                self._consumer.pause(paused)
+            # Keep the group membership alive; nothing is fetched from paused partitions.
+            stray = self._consumer.poll(0.1)
+            if stray is not None and stray.error() is None:   # from a partition assigned meanwhile
+                tp = TopicPartition(stray.topic(), stray.partition(), stray.offset())
+                self._consumer.pause([tp])
+                self._consumer.seek(tp)
+                paused.append(tp)
+            if time.monotonic() - last_commit > 5.0:   # long batches commit finished events as they go
+                self._commit_progress()
+                last_commit = time.monotonic()
+        if paused:
+            current = {(p.topic, p.partition) for p in self._consumer.assignment()}
+            self._consumer.resume([p for p in paused if (p.topic, p.partition) in current])
+        self._commit_progress()
+
+    def _work(self, batch: list) -> None:
+        for msg in batch:
+            if self._stop.is_set() and self._fatal is None and msg is not batch[0]:
+                self._rewind(msg)
+                return
+            try:
+                self._handle(msg)
+            except FatalError as exc:
+                self._fatal = exc
+                self._stop.set()
+                self._rewind(msg)
+                return
+            with self._progress_lock:
+                self._progress[(msg.topic(), msg.partition())] = msg.offset() + 1
+
+    def _rewind(self, msg) -> None:
+        """Unhandled messages of this batch are fetched again after the next start (nothing is lost)."""
+        try:
+            self._consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
+        except KafkaException:
+            pass  # partition no longer ours or consumer closing: the committed offset is the restart point
+
+    def _handle(self, msg) -> None:
+        raw_headers = headers_dict(msg.headers())
+        try:
+            decoded = self.codec.decode(msg.value())
+            if self.expected_types is not None and decoded.event_type not in self.expected_types:
+                raise SerializationError(
+                    f"{decoded.event_type} is not expected on {msg.topic()} "
+                    f"(expected {', '.join(sorted(self.expected_types))})")
+        except SerializationError as exc:
+            self._dead_letter(msg, "undecodable", exc, raw_headers)
+            return
+        key = msg.key()
+        env = Envelope(
+            key=key.decode("utf-8", "replace") if key is not None else None,
+            value=decoded.value, event_type=decoded.event_type, topic=msg.topic(), partition=msg.partition(),
+            offset=msg.offset(), event_id=str(decoded.value["header"]["event_id"]),
+            timestamp_ms=msg.timestamp()[1], headers=raw_headers, writer_version=decoded.writer_version,
+        )
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self.handler(env)
+                self.stats.processed += 1
+                return
+            except SkipEvent as exc:
+                log.debug("%s: skip %s: %s", self.name, env.coordinates, exc)
+                self.stats.skipped += 1
+                return
+            except PoisonEvent as exc:
+                log.warning("%s: poison %s (%s): %s", self.name, env.coordinates, env.event_type, exc)
+                self._dead_letter(msg, "poison", exc, raw_headers)
+                return
+            except FatalError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - transient by definition; bounded retries below
+                if attempt >= self.max_attempts:
+                    log.error("%s: %s failed %d times, dead-lettering: %s", self.name, env.coordinates,
+                              attempt, exc)
+                    self._dead_letter(msg, "retries-exhausted", exc, raw_headers)
+                    return
+                self.stats.retries += 1
+                delay = self.backoff_s * (2 ** (attempt - 1))
+                log.warning("%s: %s attempt %d failed (%s: %s); retrying in %.1fs", self.name,
+                            env.coordinates, attempt, type(exc).__name__, exc, delay)
+                if self._stop.wait(delay):
+                    raise FatalError(f"{self.name}: stopping while {env.coordinates} awaits a retry") from exc
+
+    def _dead_letter(self, msg, reason: str, exc: BaseException, headers: dict[str, bytes]) -> None:
+        send_to_dlq(self.producer, topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
+                    key=msg.key(), value=msg.value(), reason=reason, error=exc, group=self.group_id,
+                    original_headers=headers)
+        self.stats.dead_lettered += 1
+
+    # -- commits ------------------------------------------------------------
+    def _commit_progress(self, only: set[tuple[str, int]] | None = None) -> None:
+        with self._progress_lock:
+            pending = {tp: off for tp, off in self._progress.items() if only is None or tp in only}
+        if not pending:
+            return
+        try:
+            self.producer.flush(30)   # outputs and dead letters first: commit only what is durable
+        except DeliveryError as exc:
+            # Not acknowledged: keep the offsets uncommitted so the events are redone after a restart.
+            self._fatal = FatalError(f"{self.name}: outputs not durable, not committing: {exc}")
+            self._stop.set()
+            return
+        offsets = [TopicPartition(t, p, off) for (t, p), off in pending.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+            self.stats.commits += 1
+            with self._progress_lock:
+                for tp, off in pending.items():
+                    if self._progress.get(tp) == off:
+                        del self._progress[tp]
+        except KafkaException as exc:
+            # Typically the partition moved to another member; that member redelivers, handlers are idempotent.
+            log.warning("%s: commit of %s failed: %s", self.name, _fmt(offsets), exc)
+
+
+def _fmt(parts) -> str:
+    return ",".join(f"{p.topic}[{p.partition}]" + (f"@{p.offset}" if p.offset not in (OFFSET_INVALID, -1001) else "")
+                    for p in parts) or "-"

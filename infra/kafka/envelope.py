@@ -1,0 +1,32 @@
+"""The immutable event envelope handed to every handler.
+
+Deserialization happens at the edge (the consumer runner); handlers see decoded
+values and never a raw ``confluent_kafka.Message``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    key: str | None
+    value: dict[str, Any]
+    event_type: str
+    topic: str
+    partition: int
+    offset: int
+    event_id: str
+    timestamp_ms: int = 0
+    headers: dict[str, bytes] = field(default_factory=dict)
+    writer_version: int = 0
+
+    @property
+    def coordinates(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+def headers_dict(raw: list[tuple[str, bytes]] | None) -> dict[str, bytes]:
+    return {k: (v if v is not None else b"") for k, v in (raw or [])}

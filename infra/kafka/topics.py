@@ -1,0 +1,56 @@
+"""The topic catalogue: every ModelBus topic, the events it carries, and how it is configured.
+
+Logical names are prefixed with ``settings.kafka.topic_prefix`` at run time
+(``settings.topic(DATASETS_CREATED)``). Topics are created up front by
+``modelbus up`` / ``ensure_topics`` with explicit partitions, so consumer
+groups and faust tables always agree on partition counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DATASETS_CREATED = "datasets.created"
+TRAINING_REQUESTED = "training.requested"
+TRAINING_RUNS = "training.runs"
+MODELS_REGISTERED = "models.registered"
+MODELS_DEPLOYED = "models.deployed"
+MODELS_REJECTED = "models.rejected"
+INFERENCE_TELEMETRY = "inference.telemetry"
+MONITORING_DRIFT = "monitoring.drift"
+SERVING_METRICS = "serving.metrics"
+DLQ_SUFFIX = ".dlq"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str                       # logical name, without prefix
+    events: tuple[str, ...]         # event types it carries
+    producers: str                  # who writes it (documentation, README catalogue)
+    consumers: str                  # who reads it
+    partitions: int | None = None   # None: settings.kafka.default_partitions
+    compacted: bool = False
+    config: dict[str, str] = field(default_factory=dict)
+
+
+CATALOGUE: tuple[TopicSpec, ...] = (
+    TopicSpec(DATASETS_CREATED, ("DatasetCreated",), "producers SDK / `modelbus dataset push`",
+              "training consumers, metadata sink"),
+    TopicSpec(TRAINING_REQUESTED, ("TrainingRequested",), "`modelbus train`, search coordinator, drift policy",
+              "training consumers, search coordinator, metadata sink"),
+    TopicSpec(TRAINING_RUNS, ("TrainingRunUpdated",), "training consumers", "search coordinator, metadata sink"),
+    TopicSpec(MODELS_REGISTERED, ("ModelRegistered",), "training consumers", "deployer, metadata sink"),
+    TopicSpec(MODELS_DEPLOYED, ("ModelDeployed",), "deployer", "deployer (reconciliation), metadata sink",
+              partitions=1),
+    TopicSpec(MODELS_REJECTED, ("DeploymentRejected",), "deployer", "metadata sink", partitions=1),
+    TopicSpec(INFERENCE_TELEMETRY, ("InferenceTelemetry",), "served models inside Triton", "telemetry sink"),
+    TopicSpec(MONITORING_DRIFT, ("DriftDetected",), "drift monitor", "metadata sink, retrain policy"),
+    TopicSpec(SERVING_METRICS, ("ServerMetrics",), "Triton metrics scraper", "metadata sink"),
+)
+
+BY_NAME = {t.name: t for t in CATALOGUE}
+
+
+def dlq_name(topic: str) -> str:
+    """Dead-letter topic of a (full) topic name."""
+    return topic + DLQ_SUFFIX

@@ -1,0 +1,112 @@
+"""S3 artifact store through boto3 (AWS, MinIO, or moto in tests).
+
+Credentials come from boto3's standard chain (env, profile, instance role), so
+no secret passes through ModelBus settings unless the operator puts one there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from infra.storage.base import ArtifactStore, StorageError, validate_key
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise StorageError(f"not an s3:// URI: {uri!r}")
+    bucket, _, prefix = uri[5:].partition("/")
+    if not bucket:
+        raise StorageError(f"s3 URI without a bucket: {uri!r}")
+    prefix = prefix.strip("/")
+    if prefix:
+        validate_key(prefix)
+    return bucket, prefix
+
+
+class S3Store(ArtifactStore):
+    def __init__(self, root: str, endpoint_url: str | None = None, region: str | None = None,
+                 multipart_threshold_mb: int = 64):
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+
+        self.root = root.rstrip("/")
+        self.bucket, self.prefix = parse_s3_uri(self.root)
+        self._client = boto3.client(
+            "s3", endpoint_url=endpoint_url, region_name=region,
+            config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+        )
+        self._transfer = TransferConfig(multipart_threshold=multipart_threshold_mb << 20,
+                                        multipart_chunksize=max(8, multipart_threshold_mb // 4) << 20)
+
+    def _key(self, key: str) -> str:
+        validate_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _wrap(self, key: str, exc: Exception) -> StorageError:
+        return StorageError(f"s3 {self.bucket}/{self._key(key)}: {exc}")
+
+    def put_bytes(self, key: str, data: bytes) -> str:
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        except Exception as exc:  # botocore raises many types; one error class for callers
+            raise self._wrap(key, exc) from exc
+        return self.uri(key)
+
+    def put_file(self, key: str, path: str | Path) -> str:
+        try:
+            self._client.upload_file(str(path), self.bucket, self._key(key), Config=self._transfer)
+        except Exception as exc:
+            raise self._wrap(key, exc) from exc
+        return self.uri(key)
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except Exception as exc:
+            raise self._wrap(key, exc) from exc
+
+    def get_file(self, key: str, dest: str | Path) -> Path:
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._client.download_file(self.bucket, self._key(key), str(dest), Config=self._transfer)
+        except Exception as exc:
+            raise self._wrap(key, exc) from exc
+        return dest
+
+    def open_read(self, key: str) -> BinaryIO:
+        try:
+            return self._client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        except Exception as exc:
+            raise self._wrap(key, exc) from exc
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise self._wrap(key, exc) from exc
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        full = self._key(prefix.rstrip("/")) + "/" if prefix else (self.prefix + "/" if self.prefix else "")
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        paginator = self._client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            for obj in page.get("Contents", []):
+                yield obj["Key"][strip:]
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = [self._key(k) for k in self.list(prefix)]
+        for i in range(0, len(keys), 1000):
+            self._client.delete_objects(Bucket=self.bucket,
+                                        Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]]})
+        return len(keys)
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"

@@ -1,0 +1,99 @@
+"""Loads, expands, parses and fingerprints every event schema once per process.
+
+Parsing is done here, not on the hot path: the codec looks writer schemas up by
+their 8-byte CRC-64-AVRO fingerprint in a dict.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from fastavro import parse_schema
+from fastavro.schema import expand_schema, fingerprint, load_schema, to_parsing_canonical_form
+
+AVRO_DIR = Path(__file__).parent / "avro"
+HISTORY_DIR = Path(__file__).parent / "history"
+NAMESPACE = "modelbus.events"
+
+# Every event, in loop order. Shared record types (EventHeader, ColumnStats, ...) are not events.
+EVENTS: tuple[str, ...] = (
+    "DatasetCreated",
+    "TrainingRequested",
+    "TrainingRunUpdated",
+    "ModelRegistered",
+    "ModelDeployed",
+    "DeploymentRejected",
+    "InferenceTelemetry",
+    "DriftDetected",
+    "ServerMetrics",
+)
+
+
+def fingerprint_of(schema: dict[str, Any]) -> bytes:
+    """8-byte little-endian CRC-64-AVRO fingerprint, as Avro single-object encoding requires."""
+    canonical = to_parsing_canonical_form(schema)
+    return struct.pack("<Q", int(fingerprint(canonical, "CRC-64-AVRO"), 16))
+
+
+@dataclass(frozen=True)
+class EventSchema:
+    """One version of one event schema, ready for the hot path."""
+
+    name: str
+    version: int
+    expanded: dict[str, Any]            # full JSON with named types inlined
+    parsed: dict[str, Any] = field(repr=False)  # fastavro's parsed form
+    fingerprint: bytes = b""
+
+    @property
+    def json(self) -> str:
+        return json.dumps(self.expanded, separators=(",", ":"))
+
+
+def _load_expanded(path: Path) -> dict[str, Any]:
+    # load_schema resolves references to other '<namespace>.<Name>.avsc' files in the same directory.
+    return expand_schema(load_schema(str(path), _write_hint=False))
+
+
+def _make(name: str, version: int, expanded: dict[str, Any]) -> EventSchema:
+    parsed = parse_schema(expanded, _write_hint=False)
+    return EventSchema(name, version, expanded, parsed, fingerprint_of(expanded))
+
+
+class Catalog:
+    """Current schema of every event plus every released (historic) version."""
+
+    def __init__(self, avro_dir: Path = AVRO_DIR, history_dir: Path = HISTORY_DIR):
+        self.current: dict[str, EventSchema] = {}
+        self.by_fingerprint: dict[bytes, EventSchema] = {}
+        self.history: dict[str, list[EventSchema]] = {}
+        for name in EVENTS:
+            path = avro_dir / f"{NAMESPACE}.{name}.avsc"
+            released = sorted((history_dir / name).glob("v*.avsc"), key=lambda p: int(p.stem[1:]))
+            versions = [_make(name, int(p.stem[1:]), json.loads(p.read_text())) for p in released]
+            self.history[name] = versions
+            for v in versions:
+                self.by_fingerprint[v.fingerprint] = v
+            expanded = _load_expanded(path)
+            cur = next((v for v in versions if v.fingerprint == fingerprint_of(expanded)), None)
+            if cur is None:  # unreleased change: it is the next version
+                cur = _make(name, (versions[-1].version + 1) if versions else 1, expanded)
+                self.by_fingerprint[cur.fingerprint] = cur
+            self.current[name] = cur
+
+    def get(self, name: str) -> EventSchema:
+        try:
+            return self.current[name]
+        except KeyError:
+            raise KeyError(f"unknown event type {name!r}; known: {', '.join(EVENTS)}") from None
+
+
+@lru_cache(maxsize=1)
+def catalog() -> Catalog:
+    """The process-wide catalogue (schemas are immutable, so parse them once)."""
+    return Catalog()

@@ -1,0 +1,150 @@
+"""Avro wire format of ModelBus events.
+
+Default framing is Avro *single-object encoding*: ``C3 01`` + the writer
+schema's CRC-64-AVRO fingerprint (8 bytes, little-endian) + the Avro binary
+body, so readers need no registry. With a Schema Registry configured, the
+Confluent framing is used instead: ``00`` + schema id (4 bytes, big-endian) +
+body. Readers accept both and resolve any known writer schema into the current
+reader schema, so old and new producers coexist.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+
+from schemas.catalog import Catalog, EventSchema, catalog
+
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+CONFLUENT_MAGIC = b"\x00"
+HEADER_LEN = 10
+
+
+class SerializationError(Exception):
+    """Bytes could not be encoded or decoded as a ModelBus event (always raised ``from`` the codec error)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    event_type: str
+    value: dict[str, Any]
+    writer_version: int
+
+
+Serializer = Callable[[dict[str, Any]], bytes]
+Deserializer = Callable[[bytes], Decoded]
+
+
+class AvroCodec:
+    """Encodes and decodes events; the hot path is two dict lookups and one fastavro call."""
+
+    def __init__(self, cat: Catalog | None = None, registry_client: Any | None = None,
+                 subject_for: Callable[[str], str] | None = None):
+        self.catalog = cat or catalog()
+        self._registry = registry_client
+        self._subject_for = subject_for or (lambda event: f"modelbus.events.{event}")
+        self._registry_ids: dict[str, int] = {}
+        self._by_registry_id: dict[int, EventSchema] = {}
+
+    # -- encoding -------------------------------------------------------
+    def _prefix(self, schema: EventSchema) -> bytes:
+        if self._registry is None:
+            return SINGLE_OBJECT_MAGIC + schema.fingerprint
+        sid = self._registry_ids.get(schema.name)
+        if sid is None:
+            from confluent_kafka.schema_registry import Schema
+
+            try:
+                sid = self._registry.register_schema(self._subject_for(schema.name), Schema(schema.json, "AVRO"))
+            except Exception as exc:
+                raise SerializationError(f"cannot register schema of {schema.name}: {exc}") from exc
+            self._registry_ids[schema.name] = sid
+            self._by_registry_id[sid] = schema
+        return CONFLUENT_MAGIC + struct.pack(">I", sid)
+
+    def serializer(self, event_type: str) -> Serializer:
+        """A small callable that encodes records of one event type."""
+        schema = self.catalog.get(event_type)
+        parsed = schema.parsed
+        prefix = self._prefix(schema)
+
+        def serialize(record: dict[str, Any]) -> bytes:
+            buf = io.BytesIO()
+            buf.write(prefix)
+            try:
+                schemaless_writer(buf, parsed, record)
+            except Exception as exc:
+                raise SerializationError(f"{event_type}: record does not match the schema: {exc}") from exc
+            return buf.getvalue()
+
+        return serialize
+
+    def encode(self, event_type: str, record: dict[str, Any]) -> bytes:
+        return self.serializer(event_type)(record)
+
+    # -- decoding -------------------------------------------------------
+    def writer_of(self, data: bytes) -> EventSchema:
+        """The writer schema named by the framing; raises SerializationError for unknown ones."""
+        if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) < 5:
+            raise SerializationError("message too short to be a ModelBus event")
+        if data[:2] == SINGLE_OBJECT_MAGIC:
+            if len(data) < HEADER_LEN:
+                raise SerializationError("truncated single-object header")
+            fp = bytes(data[2:HEADER_LEN])
+            schema = self.catalog.by_fingerprint.get(fp)
+            if schema is None:
+                raise SerializationError(f"unknown schema fingerprint {fp.hex()}")
+            return schema
+        if data[:1] == CONFLUENT_MAGIC:
+            sid = struct.unpack(">I", bytes(data[1:5]))[0]
+            return self._schema_for_registry_id(sid)
+        raise SerializationError(f"unknown framing magic {bytes(data[:2]).hex()}")
+
+    def _schema_for_registry_id(self, sid: int) -> EventSchema:
+        schema = self._by_registry_id.get(sid)
+        if schema is not None:
+            return schema
+        if self._registry is None:
+            raise SerializationError(f"Confluent-framed message (schema id {sid}) but no schema registry is configured")
+        try:
+            reg = self._registry.get_schema(sid)
+            expanded = json.loads(reg.schema_str)
+        except Exception as exc:
+            raise SerializationError(f"schema id {sid} not found in the registry: {exc}") from exc
+        from schemas.catalog import fingerprint_of
+
+        known = self.catalog.by_fingerprint.get(fingerprint_of(expanded))
+        if known is None:
+            name = expanded.get("name", "?")
+            known = EventSchema(name, 0, expanded, parse_schema(expanded, _write_hint=False), fingerprint_of(expanded))
+        self._by_registry_id[sid] = known
+        return known
+
+    def decode(self, data: bytes, expected: str | None = None) -> Decoded:
+        writer = self.writer_of(data)
+        if expected is not None and writer.name != expected:
+            raise SerializationError(f"expected a {expected} event, got {writer.name}")
+        reader = self.catalog.current.get(writer.name)
+        if reader is None:
+            raise SerializationError(f"writer schema {writer.name} is not a known event type")
+        offset = HEADER_LEN if data[:1] == b"\xc3" else 5
+        buf = io.BytesIO(data)
+        buf.seek(offset)
+        try:
+            if reader is writer:
+                value = schemaless_reader(buf, writer.parsed, None)
+            else:
+                value = schemaless_reader(buf, writer.parsed, reader.parsed)
+        except Exception as exc:
+            raise SerializationError(f"corrupt {writer.name} body: {type(exc).__name__}: {exc}") from exc
+        if buf.tell() != len(data):
+            raise SerializationError(f"{writer.name}: {len(data) - buf.tell()} trailing bytes after the record")
+        return Decoded(writer.name, value, writer.version)
+
+    def deserializer(self, expected: str | None = None) -> Deserializer:
+        return lambda data: self.decode(data, expected)

@@ -1,0 +1,38 @@
+"""Builders for event records: one place that fills the common header."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Iterable
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def new_header(producer: str, *, correlation_id: str | None = None,
+               parents: Iterable[str] = (), event_id: str | None = None) -> dict[str, Any]:
+    """A fresh EventHeader. Pass ``parents`` (event ids) so lineage can be walked back in SQL."""
+    eid = event_id or str(uuid.uuid4())
+    return {
+        "event_id": eid,
+        "event_time": now_us(),
+        "producer": producer,
+        "correlation_id": correlation_id or eid,
+        "parent_event_ids": [str(p) for p in parents],
+    }
+
+
+def child_header(producer: str, parent: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    """Header of an event caused by ``parent`` (a decoded event value): same trace, parent linked."""
+    ph = parent["header"]
+    return new_header(producer, correlation_id=str(ph["correlation_id"]), parents=[str(ph["event_id"])], **kw)
+
+
+def header_of(value: dict[str, Any]) -> dict[str, Any]:
+    return value["header"]
+
+
+def event_id_of(value: dict[str, Any]) -> str:
+    return str(value["header"]["event_id"])
