@@ -62,6 +62,11 @@ class KafkaSettings(_Section):
     extra: dict[str, str] = Field(
         default_factory=dict, description="Extra librdkafka properties passed through verbatim."
     )
+    faust_single_record_batches: bool = Field(
+        True,
+        description="faust agents send one record per batch. Needed on tansu, whose high watermark is wrong "
+        "after a multi-record batch (faust would then recover table changelogs short); set false on Apache Kafka.",
+    )
 
 
 class TritonSettings(_Section):
@@ -82,6 +87,11 @@ class TritonSettings(_Section):
     server_binary: str = Field("", description="tritonserver binary; empty: the one bundled in nvidia-pytriton.")
     telemetry: bool = Field(True, description="Emit one InferenceTelemetry event per request from the served model.")
     telemetry_buffer: int = Field(10000, ge=1, description="Bound of the in-model telemetry buffer; overflow is counted.")
+    nan_policy: Literal["reject", "impute"] = Field(
+        "reject",
+        description="NaN in a numeric input: 'reject' answers INVALID_ARGUMENT; 'impute' lets the model map it to "
+        "the training mean (the artifact contract's missing-value handling). Infinite values are always rejected.",
+    )
 
 
 class ClickHouseSettings(_Section):

@@ -1,0 +1,137 @@
+"""faust-streaming apps for stateful workflow agents (deployer, search coordinator).
+
+faust keeps agent state in tables backed by compacted changelog topics, so a
+restarted agent recovers its state from Kafka and decides the same way. This
+module builds such apps from ModelBus settings (same broker, same SASL/TLS
+settings) and puts deserialization at the edge: agents subscribe to raw bytes,
+``envelopes()`` decodes them with the ModelBus codec and dead-letters poison,
+so agents only ever see ``Envelope`` objects — just like ConsumerRunner handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import faust
+
+from infra.errors import PoisonEvent
+from infra.kafka.dlq import send_to_dlq
+from infra.kafka.envelope import Envelope, headers_dict
+from infra.kafka.producer import EventProducer, make_codec
+from infra.settings import Settings
+from schemas.codec import SerializationError
+
+log = logging.getLogger("modelbus.faust")
+
+
+def broker_url(settings: Settings) -> list[str]:
+    return [f"kafka://{hp.strip()}" for hp in settings.kafka.bootstrap_servers.split(",") if hp.strip()]
+
+
+def broker_credentials(settings: Settings) -> Any:
+    k = settings.kafka
+    context = None
+    if k.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=k.ssl_ca_location)
+        if k.ssl_certificate_location:
+            context.load_cert_chain(k.ssl_certificate_location, k.ssl_key_location,
+                                    k.ssl_key_password.get_secret_value() if k.ssl_key_password else None)
+    if k.security_protocol.startswith("SASL"):
+        mech = (k.sasl_mechanism or "PLAIN").upper()
+        password = k.sasl_password.get_secret_value() if k.sasl_password else ""
+        if mech.startswith("SCRAM") or mech == "PLAIN":
+            return faust.SASLCredentials(username=k.sasl_username or "", password=password, mechanism=mech,
+                                         ssl_context=context)
+        raise ValueError(f"SASL mechanism {mech} is not supported by faust agents")
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+def make_app(settings: Settings, app_id: str, *, data_dir: str | None = None, **overrides: Any) -> faust.App:
+    """A faust app on the ModelBus broker with in-memory tables recovered from their changelogs."""
+    k = settings.kafka
+    datadir = Path(data_dir or settings.data_dir / "faust" / app_id)
+    datadir.mkdir(parents=True, exist_ok=True)
+    conf: dict[str, Any] = dict(
+        broker=broker_url(settings),
+        broker_credentials=broker_credentials(settings),
+        store="memory://",                         # state is rebuilt from the changelog on every start
+        topic_partitions=1,
+        topic_replication_factor=k.replication_factor,
+        broker_session_timeout=k.session_timeout_ms / 1000,
+        broker_heartbeat_interval=k.heartbeat_interval_ms / 1000,
+        broker_max_poll_interval=k.max_poll_interval_ms / 1000,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        datadir=str(datadir),
+        producer_acks=-1,
+        stream_wait_empty=False,
+    )
+    if k.faust_single_record_batches:
+        conf["producer_max_batch_size"] = 1   # aiokafka always admits a batch's first record
+
+    conf.update(overrides)
+    return faust.App(f"{k.topic_prefix}.{app_id}", **conf)
+
+
+def raw_topic(app: faust.App, name: str, partitions: int | None = None) -> faust.TopicT:
+    """A topic read as bytes: decoding happens in ``envelopes`` so poison never crashes the agent."""
+    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+                     partitions=partitions)
+
+
+class EdgeDecoder:
+    """Decodes faust events into Envelopes; undecodable or poison events go to ``<topic>.dlq``."""
+
+    def __init__(self, settings: Settings, group: str, producer: EventProducer | None = None,
+                 expected_types: set[str] | None = None):
+        self.codec = make_codec(settings)
+        self.group = group
+        self.producer = producer or EventProducer(settings, name=f"{group}.dlq", codec=self.codec)
+        self.expected_types = expected_types
+        self.dead_lettered = 0
+
+    def decode(self, event: faust.EventT) -> Envelope | None:
+        msg = event.message
+        value = event.value if isinstance(event.value, (bytes, bytearray)) else msg.value
+        try:
+            decoded = self.codec.decode(value)
+            if self.expected_types and decoded.event_type not in self.expected_types:
+                raise SerializationError(f"{decoded.event_type} is not expected on {msg.topic}")
+        except SerializationError as exc:
+            self.dead_letter(event, "undecodable", exc)
+            return None
+        key = msg.key
+        return Envelope(
+            key=key.decode("utf-8", "replace") if isinstance(key, (bytes, bytearray)) else key,
+            value=decoded.value, event_type=decoded.event_type, topic=msg.topic, partition=msg.partition,
+            offset=msg.offset, event_id=str(decoded.value["header"]["event_id"]),
+            timestamp_ms=int((msg.timestamp or 0) * 1000), headers=headers_dict(list(msg.headers or [])),
+            writer_version=decoded.writer_version,
+        )
+
+    def dead_letter(self, event: faust.EventT, reason: str, exc: BaseException) -> None:
+        msg = event.message
+        key = msg.key if isinstance(msg.key, (bytes, bytearray)) or msg.key is None else str(msg.key).encode()
+        send_to_dlq(self.producer, topic=msg.topic, partition=msg.partition, offset=msg.offset, key=key,
+                    value=msg.value, reason=reason, error=exc, group=self.group,
+                    original_headers=headers_dict(list(msg.headers or [])))
+        self.producer.flush(30)   # durable before faust acks (commits) the source event
+        self.dead_lettered += 1
+        log.warning("%s: dead-lettered %s[%s]@%s: %s", self.group, msg.topic, msg.partition, msg.offset, exc)
+
+    async def envelopes(self, stream) -> AsyncIterator[tuple[faust.EventT, Envelope]]:
+        """Iterate a raw stream as (event, envelope); poison is dead-lettered and skipped."""
+        async for event in stream.events():
+            env = self.decode(event)
+            if env is not None:
+                yield event, env
+
+
+def poison_to_dlq(decoder: EdgeDecoder, event: faust.EventT, exc: PoisonEvent) -> None:
+    """Agents call this for handler-level poison so the three outcomes match the ConsumerRunner."""
+    decoder.dead_letter(event, "poison", exc)
