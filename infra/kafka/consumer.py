@@ -68,7 +68,11 @@ class ConsumerRunner:
         self.backoff_s = backoff_s
         self.expected_types = set(expected_types) if expected_types else None
         self.stats = RunnerStats()
-        self._consumer = Consumer(consumer_config(settings.kafka, group_id, **(consumer_overrides or {})))
+        conf = consumer_config(settings.kafka, group_id, **(consumer_overrides or {}))
+        self._consumer = Consumer(conf)
+        # Pausing drops librdkafka's prefetched messages, so only pause when a batch runs long enough to
+        # endanger the group membership: a third of max.poll.interval.ms leaves ample margin.
+        self._pause_after_s = int(conf["max.poll.interval.ms"]) / 1000 / 3
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-worker")
         self._stop = threading.Event()
         self._progress: dict[tuple[str, int], int] = {}   # next offset to commit, per partition
@@ -183,7 +187,7 @@ class ConsumerRunner:
         last_commit = time.monotonic()
         while True:
             try:
-                future.result(timeout=0.5 if not paused else 0.2)
+                future.result(timeout=self._pause_after_s if not paused else 0.2)
                 break
             except FutureTimeout:
                 pass

@@ -1,0 +1,39 @@
+"""``modelbus consumer NAME [ARGS]``: run one long-lived ModelBus consumer in the foreground.
+
+Every consumer is also ``python -m consumers.<module>``; this table is the one
+list of them (the compose file and Kubernetes manifests run the same names).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+CONSUMERS: dict[str, tuple[str, str]] = {
+    "training": ("consumers.training", "dataset-created / training-requested → trained, registered model"),
+    "search-coordinator": ("consumers.search", "hyperparameter search: fans trials out, registers the best"),
+    "deployer": ("consumers.deployer", "model-registered → promotion gate → Triton → model-deployed/rejected"),
+    "telemetry-sink": ("consumers.telemetry_sink", "inference telemetry → ClickHouse"),
+    "metadata-sink": ("consumers.metadata_sink", "lifecycle events → ClickHouse metadata tables"),
+    "drift-monitor": ("consumers.drift", "live traffic vs reference → drift-detected (→ retraining, opt-in)"),
+    "metrics-scraper": ("consumers.scraper", "Triton Prometheus metrics → serving-metrics topic"),
+}
+
+app = typer.Typer(help="Run a ModelBus consumer: " + ", ".join(CONSUMERS))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run(ctx: typer.Context, name: str = typer.Argument(..., help="one of: " + ", ".join(CONSUMERS))) -> None:
+    """Run consumer NAME; extra arguments go to it (see `modelbus consumer run NAME --help`)."""
+    if name not in CONSUMERS:
+        raise typer.BadParameter(f"unknown consumer {name!r}; choose one of {', '.join(CONSUMERS)}")
+    module = importlib.import_module(CONSUMERS[name][0])
+    module.main(list(ctx.args))
+
+
+@app.command("list")
+def list_() -> None:
+    """List the consumers and what each does."""
+    for name, (module, what) in CONSUMERS.items():
+        typer.echo(f"{name:20} {what}  (python -m {module})")

@@ -1,0 +1,37 @@
+"""``modelbus demo`` (the main job) and ``modelbus bench`` (every performance figure in one report)."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from infra.settings import load_settings
+
+app = typer.Typer()
+console = Console()
+
+
+@app.command()
+def demo(
+    keep: bool = typer.Option(False, "--keep/--stop", help="Leave the stack and consumers running afterwards."),
+    requests: int = typer.Option(3000, help="gRPC inference calls sent by the load generator."),
+    shifted_share: float = typer.Option(0.35, help="Share of requests drawn from a shifted distribution."),
+    data_dir: str = typer.Option("var/demo", help="Data directory of the demo's embedded stack (wiped first)."),
+) -> None:
+    """Run the whole loop on the embedded stack and show what happened."""
+    from infra.demo.run import run_demo
+
+    settings = load_settings(stack={"data_dir": data_dir})
+    run_demo(settings, keep=keep, requests=requests, shifted_share=shifted_share, console=console)
+
+
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="Smoke-sized runs (minutes, not tens of minutes)."),
+    only: list[str] = typer.Option([], "--only", help="Run only these suites (kafka, datasets, trainer, serving, sink, loop)."),
+) -> None:
+    """Run every benchmark and write bench/results/latest.json and latest.md."""
+    from bench.runner import run_all
+
+    path = run_all(quick=quick, only=only or None, console=console)
+    console.print(f"[bold]report:[/] {path} and {path.with_suffix('.md')}")
