@@ -131,6 +131,14 @@ class TrainingSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Training device; auto picks CUDA when present.")
     checkpoint_dir: str = Field("", description="Local checkpoint directory; empty: <data_dir>/checkpoints.")
     lease_s: float = Field(30.0, gt=0, description="A run whose owner has not renewed its lease this long is retried.")
+    default_spec: dict[str, Any] = Field(
+        default_factory=dict,
+        description="TrainingSpec fields every run starts from (runs triggered by DatasetCreated use just this); "
+        "a dataset tag 'training_spec' (JSON) and a request's spec_json override it, in that order.",
+    )
+    search_parallelism: int = Field(
+        2, ge=1, description="Trials a hyperparameter search runs at once unless its search space says otherwise."
+    )
 
 
 class ServingSettings(_Section):
@@ -141,6 +149,11 @@ class ServingSettings(_Section):
     policies: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per model name overrides of the gate policy (same keys as above)."
     )
+    reconcile_interval_s: float = Field(
+        15.0, gt=0,
+        description="How often the deployer reloads champions missing from Triton (a restarted server heals).",
+    )
+    metrics_interval_s: float = Field(15.0, gt=0, description="How often the metrics scraper reads Triton's metrics.")
 
 
 class MonitoringSettings(_Section):
@@ -148,6 +161,11 @@ class MonitoringSettings(_Section):
     psi_threshold: float = Field(0.2, gt=0, description="PSI above this is drift.")
     p_value_threshold: float = Field(0.01, gt=0, lt=1, description="KS/chi-squared p-value below this is drift.")
     min_samples: int = Field(200, ge=1, description="Fewer live samples than this never raise drift.")
+    drift_rule: Literal["both", "either"] = Field(
+        "both",
+        description="'both': drift needs PSI above its threshold AND the test's p-value below its threshold (large "
+        "samples make tiny shifts significant, PSI keeps them from alerting); 'either': one breach is enough.",
+    )
     retrain_on_drift: bool = Field(False, description="Opt-in: turn DriftDetected into TrainingRequested.")
 
 

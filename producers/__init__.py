@@ -1,0 +1,1 @@
+"""Producers: how data enters ModelBus (dataset manager, upstream SDK ``producers.sdk.ModelBus``, CLI)."""

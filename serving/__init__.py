@@ -1,0 +1,1 @@
+"""Serving on NVIDIA Triton: model repository, deployment, promotion gate, client, in-model telemetry."""

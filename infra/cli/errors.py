@@ -21,8 +21,8 @@ def expected_errors() -> tuple[type[BaseException], ...]:
 
 def run_cli(app) -> int:
     try:
-        app(standalone_mode=False)
-        return 0
+        rv = app(standalone_mode=False)  # click returns typer.Exit(code)'s code instead of raising here
+        return rv if isinstance(rv, int) else 0
     except SystemExit as exc:
         return int(exc.code or 0)
     except KeyboardInterrupt:
@@ -31,10 +31,19 @@ def run_cli(app) -> int:
     except Exception as exc:  # noqa: BLE001 - the one place that decides what the user sees
         import click
 
-        if isinstance(exc, click.exceptions.ClickException):
+        import typer
+
+        usage_errors: tuple[type[BaseException], ...] = (click.exceptions.ClickException,)
+        try:  # typer >= 0.20 vendors its own click: its usage errors are not click's classes
+            from typer._click.exceptions import ClickException as TyperClickException
+
+            usage_errors += (TyperClickException,)
+        except ImportError:
+            pass
+        if isinstance(exc, usage_errors):
             exc.show()
             return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, (click.exceptions.Abort, typer.Abort)):
             return 1
         if isinstance(exc, expected_errors()):
             err_console.print(f"[bold red]error:[/] {exc}")

@@ -34,7 +34,7 @@ class ChdbServer:
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "infra.clickhouse.server", "--path", str(self.path), "--port", str(self.port),
-                "--host", self.host, "--database", self.settings.clickhouse.database]
+                "--host", self.host]
 
     def healthy(self, timeout: float = 1.0) -> bool:
         try:
@@ -57,7 +57,8 @@ class ChdbServer:
             return (f"exited with code {code}; " if code is not None else "") + \
                 f"log {self.log_path}:\n{log_tail(self.log_path)}"
 
-        wait_until(lambda: self.proc.poll() is None and self.healthy(0.5), timeout, "clickhouse (chdb)", detail)
+        wait_until(lambda: self.healthy(0.5), timeout, "clickhouse (chdb)", detail,
+                   alive=lambda: self.proc.poll() is None)
         return self.proc.pid
 
     def stop(self) -> None:

@@ -119,11 +119,16 @@ def terminate(pid: int, timeout: float = 15.0) -> None:
         pass
 
 
-def wait_until(check, timeout: float, what: str, on_fail=None, interval: float = 0.1) -> None:
+def wait_until(check, timeout: float, what: str, on_fail=None, interval: float = 0.1,
+               alive=lambda: True) -> None:
+    """Wait for ``check``; fail at once (with ``on_fail``'s detail) when ``alive`` says the process died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return
+        if not alive():
+            detail = on_fail() if on_fail else ""
+            raise StackError(f"{what} failed to start{': ' + detail if detail else ''}")
         time.sleep(interval)
     detail = on_fail() if on_fail else ""
     raise StackError(f"{what} did not become ready within {timeout:.0f}s{': ' + detail if detail else ''}")

@@ -63,7 +63,8 @@ class TansuBroker:
             return (f"exited with code {code}; " if code is not None else "") + f"log {self.log_path}:\n" + \
                 log_tail(self.log_path)
 
-        wait_until(lambda: self.proc.poll() is None and self.healthy(0.5), timeout, "kafka (tansu)", fail_detail)
+        wait_until(lambda: self.healthy(0.5), timeout, "kafka (tansu)", fail_detail,
+                   alive=lambda: self.proc.poll() is None)
         return self.proc.pid
 
     def stop(self) -> None:

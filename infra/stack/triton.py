@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from pydantic import BaseModel
+
 from infra.errors import ConfigError, StackError
 from infra.settings import Settings
 from infra.stack.process import PidFile, log_tail, require_binary, require_free_port, spawn, terminate
@@ -77,7 +79,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """
     env: dict[str, str] = {}
     for section, model in settings:
-        if not hasattr(model, "model_fields"):
+        if not isinstance(model, BaseModel):
             env[f"MODELBUS_{section.upper()}"] = str(model)
             continue
         for field in type(model).model_fields:
@@ -198,6 +200,7 @@ class TritonServer:
             f"--metrics-address={self.host}", f"--metrics-port={self.ports['metrics']}",
             "--allow-metrics=true",
             "--disable-auto-complete-config",
+            "--strict-readiness=false",  # ready = accepting requests; a candidate that failed to load is per model
             "--exit-timeout-secs=10",
             f"--log-verbose={self.log_verbose}",
             *self.extra_args,

@@ -1,0 +1,335 @@
+"""Deployer: ModelRegistered → promotion gate → Triton → ModelDeployed / DeploymentRejected.
+
+A faust-streaming worker, because its decisions depend on state: the champion
+per model name lives in a changelog-backed table, so a restarted deployer
+gates the next candidate against the same champion. The table value of a model
+name holds the champion, a short history of promoted records (rollback
+targets) and the versions already decided, written in ONE changelog record per
+decision so a crash never leaves half of it.
+
+Exactly one announcement per (model, version), across redeliveries, replays
+and crashes:
+
+* a version already decided in the table is skipped (same event twice, a
+  replay from offset 0, or a second registration of the same version);
+* announcements carry a derived event id (uuid5 of model/version/decision);
+  at start the deployer reads MODELS_DEPLOYED and MODELS_REJECTED once, so a
+  decision announced just before a crash (table not yet written) is recorded,
+  not announced again;
+* a crash between loading into Triton and announcing leaves the event
+  uncommitted and undecided: the restarted deployer gates it again (same
+  champion, same verdict), ``Deployer.deploy`` finds it already serving (no
+  reload) and the one announcement follows.
+
+Blocking work (gate, Triton, artifact store, publishing) runs in a thread so
+the event loop keeps heartbeating; one asyncio lock keeps deployments and
+reconciliation passes from touching Triton at the same time.
+
+Rollbacks are done by ``modelbus rollback`` and announced as
+ModelDeployed(action='rollback'); a second agent reads them into a rollback
+table and the effective champion is the newer of the last promotion and the
+last rollback (one deployer worker per Triton repository).
+
+Stage names in logs: gate, artifact, load, smoke, announce, rollback, reconcile.
+Run: ``python -m consumers.deployer`` (or ``modelbus consumer run deployer``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import itertools
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import faust
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from consumers.deploy_events import (DEPLOYED, PRODUCER, REJECTED, champion_record, decision_event_id, deployed_event,
+                                     effective_champion, record_from_deployed, rejected_event, with_decision)
+from consumers.reconcile import STAGE_RECONCILE, reconcile, triton_live
+from infra.errors import DeliveryError, FatalError, PoisonEvent, StackError
+from infra.faults import maybe_fault
+from infra.kafka.config import consumer_config
+from infra.kafka.faust_app import EdgeDecoder, make_app, poison_to_dlq, raw_topic
+from infra.kafka.producer import EventProducer, make_codec
+from infra.kafka.topics import BY_NAME, MODELS_DEPLOYED, MODELS_REGISTERED, MODELS_REJECTED
+from infra.settings import Settings
+from schemas.codec import SerializationError
+from serving import gate
+from serving.deploy import Deployer
+from serving.errors import ServerUnavailable
+
+log = logging.getLogger("modelbus.consumers.deployer")
+
+APP_ID = "deployer"
+STATE_TABLE = "deployer-state"
+ROLLBACK_TABLE = "deployer-rollbacks"
+FAULT_AFTER_LOAD = "deployer.after_load"
+STAGE_GATE, STAGE_ANNOUNCE, STAGE_ROLLBACK = "gate", "announce", "rollback"
+MAX_ATTEMPTS = 5          # unexpected errors: retried, then the event goes to the DLQ
+MAX_BACKOFF_S = 30.0      # Triton or Kafka down: retried until they are back
+
+
+def partitions(settings: Settings, topic: str) -> int:
+    return BY_NAME[topic].partitions or settings.kafka.default_partitions
+
+
+def changelog_topic(settings: Settings, table: str) -> str:
+    """Changelog topic of one of the deployer's tables (faust's naming: ``<app id>-<table>-changelog``)."""
+    return f"{settings.kafka.topic_prefix}.{APP_ID}-{table}-changelog"
+
+
+@dataclass
+class Outcome:
+    decision: str                        # DEPLOYED or REJECTED
+    event_id: str                        # of the (one) announcement
+    stage: str = ""                      # where a rejection stopped
+    champion: dict[str, Any] | None = None
+
+
+def scan_announced(settings: Settings, timeout: float = 30.0) -> set[str]:
+    """Event ids already on MODELS_DEPLOYED and MODELS_REJECTED (read from the beginning, plain consumer)."""
+    codec = make_codec(settings)
+    topics = [settings.topic(MODELS_DEPLOYED), settings.topic(MODELS_REJECTED)]
+    c = Consumer(consumer_config(settings.kafka, f"{settings.kafka.topic_prefix}.{APP_ID}.scan"))
+    ids: set[str] = set()
+    try:
+        meta = c.list_topics(timeout=10)
+        ends: dict[tuple[str, int], int] = {}
+        for t in topics:
+            if t not in meta.topics:
+                continue
+            for p in meta.topics[t].partitions:
+                ends[(t, p)] = c.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
+        c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for (t, p) in ends])
+        remaining = {tp for tp, end in ends.items() if end > 0}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msgs = c.consume(500, 0.3)
+            if not msgs and not remaining:
+                break   # past every end offset and one idle poll more
+            for m in msgs:
+                if m.error() is not None:
+                    continue
+                if m.offset() + 1 >= ends.get((m.topic(), m.partition()), 0):
+                    remaining.discard((m.topic(), m.partition()))
+                try:
+                    ids.add(str(codec.decode(m.value()).value["header"]["event_id"]))
+                except (SerializationError, KeyError, TypeError):
+                    continue   # not ours to judge; the metadata sink dead-letters it
+        if remaining:
+            raise StackError(f"could not read {sorted(remaining)} to their end within {timeout:.0f}s")
+    finally:
+        c.close()
+    return ids
+
+
+class DeployerWorker:
+    """The faust app, its tables and agents, and the blocking deployment work they hand to a thread."""
+
+    def __init__(self, settings: Settings, *, reconcile_interval_s: float | None = None,
+                 deployer: Deployer | None = None):
+        self.settings = settings
+        self.reconcile_interval_s = reconcile_interval_s or settings.serving.reconcile_interval_s
+        n_registered, n_deployed = partitions(settings, MODELS_REGISTERED), partitions(settings, MODELS_DEPLOYED)
+        self.app = make_app(settings, APP_ID, topic_partitions=n_registered)
+        self.state = self.app.Table(STATE_TABLE, default=None, partitions=n_registered)
+        self.rollbacks = self.app.Table(ROLLBACK_TABLE, default=None, partitions=n_deployed)
+        group = self.app.conf.id
+        self.producer = EventProducer(settings, name=PRODUCER)
+        self.registered_decoder = EdgeDecoder(settings, group, self.producer, expected_types={"ModelRegistered"})
+        self.deployed_decoder = EdgeDecoder(settings, group, self.producer, expected_types={"ModelDeployed"})
+        self.deployer = deployer or Deployer(settings)
+        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="deployer")
+        self.announced: set[str] | None = None
+        self._lock: asyncio.Lock | None = None
+        registered = raw_topic(self.app, settings.topic(MODELS_REGISTERED), partitions=n_registered)
+        deployed = raw_topic(self.app, settings.topic(MODELS_DEPLOYED), partitions=n_deployed)
+        self.app.agent(registered, name="deployer-registered")(self._registered_agent)
+        self.app.agent(deployed, name="deployer-rollbacks")(self._rollback_agent)
+        self.app.task(self._reconcile_loop)
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    @property
+    def lock(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    async def blocking(self, fn: Callable, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))
+
+    def desired(self) -> dict[str, dict[str, Any]]:
+        """The champion of every model name: what Triton should serve."""
+        out = {}
+        for name in set(self.state.keys()) | set(self.rollbacks.keys()):
+            champ = effective_champion(self.state.get(name), self.rollbacks.get(name))
+            if champ:
+                out[name] = champ
+        return out
+
+    # -- agents -----------------------------------------------------------------------------------
+    async def _registered_agent(self, stream: faust.StreamT) -> None:
+        for attempt in itertools.count(1):
+            try:
+                self.announced = await self.blocking(scan_announced, self.settings)
+                break
+            except Exception as exc:  # noqa: BLE001 - the broker may still be starting
+                log.warning("stage=%s reading earlier announcements failed (attempt %d): %s", STAGE_ANNOUNCE,
+                            attempt, exc)
+                await asyncio.sleep(min(MAX_BACKOFF_S, 0.5 * 2 ** attempt))
+        log.info("deployer ready: %d earlier announcements known", len(self.announced or ()))
+        async for event, env in self.registered_decoder.envelopes(stream):
+            await self._handle_registered(event, env)
+
+    async def _rollback_agent(self, stream: faust.StreamT) -> None:
+        async for _event, env in self.deployed_decoder.envelopes(stream):
+            value = env.value
+            if value.get("action") != "rollback":
+                continue
+            record = record_from_deployed(value)
+            self.rollbacks[record["model_name"]] = record
+            log.info("stage=%s model=%s version=%d is the champion again (event %s)", STAGE_ROLLBACK,
+                     record["model_name"], record["model_version"], env.event_id)
+
+    async def _reconcile_loop(self) -> None:
+        mismatched: dict[str, str] = {}
+        while not self.app.should_stop:
+            try:
+                async with self.lock:
+                    report = await self.blocking(reconcile, self.deployer, self.desired())
+                for name, note in report.mismatched.items():
+                    if mismatched.get(name) != note:   # once per distinct mismatch, not every pass
+                        log.warning("stage=%s model=%s %s", STAGE_RECONCILE, name, note)
+                mismatched = report.mismatched
+            except Exception:  # noqa: BLE001 - the next pass tries again
+                log.exception("stage=%s pass failed", STAGE_RECONCILE)
+            await self.app.sleep(self.reconcile_interval_s)
+
+    # -- one ModelRegistered --------------------------------------------------------------------
+    async def _handle_registered(self, event: faust.EventT, env: Any) -> None:
+        value = env.value
+        name, version = str(value["model_name"]), int(value["model_version"])
+        state = self.state.get(name)
+        prior = ((state or {}).get("decided") or {}).get(str(version))
+        if prior:
+            log.info("model=%s version=%d already %s (announcement %s); event %s skipped", name, version,
+                     prior["decision"], prior["event_id"], env.event_id)
+            return
+        current = effective_champion(state, self.rollbacks.get(name))
+        if current and int(current["model_version"]) == version:
+            log.info("model=%s version=%d is the champion already; event %s skipped", name, version, env.event_id)
+            return
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self.lock:   # held until the table says it: reconciliation never sees a half-made change
+                    champion = effective_champion(state, self.rollbacks.get(name))
+                    outcome = await self.blocking(self.decide, value, champion)
+                    self.state[name] = with_decision(self.state.get(name), version, outcome.decision,
+                                                     outcome.event_id, champion=outcome.champion,
+                                                     stage=outcome.stage, source_event_id=env.event_id)
+                return
+            except PoisonEvent as exc:
+                poison_to_dlq(self.registered_decoder, event, exc)
+                return
+            except FatalError as exc:
+                log.critical("model=%s version=%d: %s", name, version, exc)
+                await self.app.crash(exc)
+                return
+            except (ServerUnavailable, DeliveryError) as exc:
+                delay = min(MAX_BACKOFF_S, 0.5 * 2 ** min(attempt, 10))
+                log.warning("model=%s version=%d: %s; retrying in %.1fs", name, version, exc, delay)
+            except Exception as exc:  # noqa: BLE001 - unexpected: bounded retries, then the DLQ
+                if attempt >= MAX_ATTEMPTS:
+                    log.exception("model=%s version=%d failed %d times; dead-lettered", name, version, attempt)
+                    self.registered_decoder.dead_letter(event, "retries-exhausted", exc)
+                    return
+                delay = 0.5 * 2 ** attempt
+                log.warning("model=%s version=%d: %r; retry %d in %.1fs", name, version, exc, attempt, delay)
+            await asyncio.sleep(delay)
+
+    def decide(self, value: dict[str, Any], champion: dict[str, Any] | None) -> Outcome:
+        """Gate, deploy and announce one candidate (runs in a worker thread)."""
+        name, version = str(value["model_name"]), int(value["model_version"])
+        deployed_id, rejected_id = (decision_event_id(name, version, d) for d in (DEPLOYED, REJECTED))
+        announced = self.announced if self.announced is not None else set()
+        if deployed_id in announced:
+            log.info("stage=%s model=%s version=%d was announced before a restart; recorded, not announced again",
+                     STAGE_ANNOUNCE, name, version)
+            return Outcome(DEPLOYED, deployed_id, champion=champion_record(value, deployed_event_id=deployed_id,
+                                                                           at_us=time.time_ns() // 1000))
+        if rejected_id in announced:
+            return Outcome(REJECTED, rejected_id)
+        decision = gate.decide(value, champion, self.settings)
+        champion_version = int(champion["model_version"]) if champion else None
+        log.info("stage=%s model=%s version=%d passed=%s vs champion v%s: %s", STAGE_GATE, name, version,
+                 decision.passed, champion_version, decision.reason or "all checks passed")
+        if not decision.passed:
+            self.announce(MODELS_REJECTED, "DeploymentRejected",
+                          rejected_event(value, decision, stage=STAGE_GATE, reason=decision.reason,
+                                         champion_version=champion_version))
+            return Outcome(REJECTED, rejected_id, stage=STAGE_GATE)
+        result = self.deployer.deploy(value)
+        if not result.ok:
+            if not triton_live(self.settings.triton.http_url):
+                raise ServerUnavailable(f"Triton went away while deploying ({result.stage}: {result.reason})")
+            log.warning("stage=%s model=%s version=%d rejected: %s", result.stage, name, version, result.reason)
+            serving = result.serving_version if result.serving_version is not None else champion_version
+            self.announce(MODELS_REJECTED, "DeploymentRejected",
+                          rejected_event(value, decision, stage=result.stage, reason=result.reason,
+                                         champion_version=serving))
+            return Outcome(REJECTED, rejected_id, stage=result.stage)
+        log.info("stage=load model=%s version=%d serving (%.1fs)", name, version, result.duration_s)
+        maybe_fault(FAULT_AFTER_LOAD)
+        event = deployed_event(value, decision, result, previous_version=champion_version)
+        self.announce(MODELS_DEPLOYED, "ModelDeployed", event)
+        return Outcome(DEPLOYED, deployed_id,
+                       champion=champion_record(value, deployed_event_id=deployed_id,
+                                                at_us=event["header"]["event_time"]))
+
+    def announce(self, topic: str, event_type: str, value: dict[str, Any]) -> None:
+        self.producer.publish(self.settings.topic(topic), event_type, value, key=value["model_name"])
+        event_id = str(value["header"]["event_id"])
+        if self.announced is not None:
+            self.announced.add(event_id)
+        log.info("stage=%s %s model=%s version=%d event %s", STAGE_ANNOUNCE, event_type, value["model_name"],
+                 value["model_version"], event_id)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        self.producer.close(10)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from infra.kafka.admin import ensure_topics
+    from infra.settings import load_settings
+
+    parser = argparse.ArgumentParser(prog="python -m consumers.deployer", description=__doc__.splitlines()[0])
+    parser.add_argument("--reconcile-interval", type=float, default=None, metavar="S",
+                        help="seconds between reconciliation passes (default: serving.reconcile_interval_s)")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in settings.serving.policies:   # a broken policy fails now, not at that model's first candidate
+        gate.GatePolicy.for_model(settings, name)
+    ensure_topics(settings)
+    worker = DeployerWorker(settings, reconcile_interval_s=args.reconcile_interval)
+    try:
+        faust.Worker(worker.app, loglevel=settings.log_level.lower(), quiet=True,
+                     redirect_stdouts=False).execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        worker.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,191 @@
+"""Search coordinator: runs hyperparameter searches as trials on the training consumers.
+
+A TrainingRequested with ``n_trials > 0`` starts a search. The coordinator asks
+optuna for up to ``parallelism`` trials at once and publishes each as a
+TrainingRequested (reason 'search-trial', ``register_model: false``) that any
+training consumer runs; their finished/failed TrainingRunUpdated events come
+back and are told to the study. A failed trial is told as FAIL and the search
+goes on. When every trial is told, a summary TrainingRunUpdated (the best
+trial) is published and one final training with the best parameters (reason
+'search-best') is requested: the only model the search registers.
+
+Why two agents: a search's events arrive on two topics and several partitions,
+but its state must live in one table partition. The ``route`` agent forwards
+every relevant event, keyed by search id, to a one-partition inbox topic; the
+``coordinate`` agent owns the changelog-backed table (search id → JSON state),
+so a restarted coordinator recovers every search from Kafka. Outputs are
+published (and acknowledged) *before* the table is written: a crash in between
+replays the event against the old state, and since asking is deterministic
+(``consumers.search_state``) the replay publishes the same events with the
+same ids, which consumers deduplicate.
+
+Run: ``python -m consumers.search`` (or ``modelbus consumer run search-coordinator``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import logging
+import time
+from typing import Any
+
+from infra.errors import DeliveryError, ModelBusError, PoisonEvent
+from infra.kafka import EventProducer
+from infra.kafka import topics as T
+from infra.kafka.envelope import Envelope
+from infra.settings import Settings
+
+from consumers import search_state as S
+
+log = logging.getLogger("modelbus.consumers.search")
+APP_ID = "search-coordinator"
+GROUP = "modelbus.search-coordinator"
+EVENT_TYPES = {"TrainingRequested", "TrainingRunUpdated"}
+
+
+def inbox_topic(settings: Settings) -> str:
+    return settings.topic("search-coordinator.inbox")
+
+
+class Coordinator:
+    """What to do with one event, given the search's state; no faust in here."""
+
+    def __init__(self, settings: Settings, registry: Any):
+        from trainer.spec import TrainingSpec
+
+        self.settings = settings
+        self.registry = registry
+        self.spec_fields = set(TrainingSpec.model_fields)
+
+    @staticmethod
+    def route(env: Envelope) -> str | None:
+        """The search an event belongs to, or None when the coordinator does not care about it."""
+        v = env.value
+        if env.event_type == "TrainingRequested":
+            return S.search_id_for(v["request_id"]) if int(v.get("n_trials") or 0) > 0 else None
+        if v.get("search_id") and v.get("trial_number") is not None and v["status"] in ("finished", "failed") \
+                and v["header"]["producer"] != S.PRODUCER:
+            return str(v["search_id"])
+        return None
+
+    def handle(self, state: dict | None, env: Envelope) -> tuple[dict | None, list[tuple[str, str, str, dict]]]:
+        """(new state, events to publish) for one routed event; ``state`` is a private copy."""
+        v = env.value
+        if env.event_type == "TrainingRequested":
+            if state is not None:
+                return state, []   # a redelivered request: its outputs went out before the state was written
+            try:
+                ref = f"{v['dataset_name']}@{v['dataset_version']}" if v.get("dataset_version") else v["dataset_name"]
+                version = self.registry.get(ref).version
+                state = S.start(v, dataset_version=version, spec_fields=self.spec_fields,
+                                default_parallelism=self.settings.training.search_parallelism)
+            except ModelBusError as exc:   # bad search space, unknown dataset: the requester must know
+                log.warning("search for request %s refused: %s", v["request_id"], exc)
+                return S.refused(v, str(exc))
+            log.info("search %s: %d trials, %d at once, %s %s", state["search_id"], state["n_trials"],
+                     state["parallelism"], state["direction"], state["metric"])
+            return state, S.plan(state)
+        if state is None:
+            log.warning("result for unknown search %s ignored", v.get("search_id"))
+            return None, []
+        if not S.tell(state, v):
+            return state, []
+        out = S.plan(state)
+        if state["status"] != "running":
+            log.info("search %s %s%s", state["search_id"], state["status"],
+                     f": best trial #{state['best']['number']} {state['metric']}={state['best']['value']:.5g}"
+                     if state.get("best") else f": {state.get('failure_reason')}")
+        return state, out
+
+
+def build_app(settings: Settings, *, registry: Any = None, producer: EventProducer | None = None):
+    """The faust app with its two agents and the ``searches`` table."""
+    from infra.kafka.faust_app import EdgeDecoder, make_app, poison_to_dlq
+
+    if registry is None:
+        from producers.datasets.registry import registry_from_settings
+
+        registry = registry_from_settings(settings)
+    producer = producer or EventProducer(settings, name=S.PRODUCER)
+    coordinator = Coordinator(settings, registry)
+    app = make_app(settings, APP_ID)
+    searches = app.Table("searches", default=None, partitions=1)
+    raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    sources = app.topic(settings.topic(T.TRAINING_REQUESTED), settings.topic(T.TRAINING_RUNS), **raw)
+    inbox = app.topic(inbox_topic(settings), partitions=1, internal=True, **raw)
+    edge = EdgeDecoder(settings, GROUP, producer=producer, expected_types=EVENT_TYPES)
+
+    @app.agent(sources)
+    async def route(stream):
+        async for event, env in edge.envelopes(stream):
+            sid = coordinator.route(env)
+            if sid is not None:
+                await inbox.send(key=sid.encode(), value=event.message.value)
+
+    @app.agent(inbox)
+    async def coordinate(stream):
+        async for event, env in edge.envelopes(stream):
+            sid = env.key or ""
+            before = searches.get(sid)
+            try:
+                state, outputs = coordinator.handle(copy.deepcopy(before), env)
+            except Exception as exc:  # noqa: BLE001 - one bad search must not stop the others
+                log.exception("search %s: cannot handle %s %s", sid, env.event_type, env.event_id)
+                poison_to_dlq(edge, event, PoisonEvent(f"search {sid}: {type(exc).__name__}: {exc}"))
+                continue
+            if outputs:
+                await asyncio.get_running_loop().run_in_executor(None, _publish_all, producer, settings, outputs)
+            if state is not None and state != before:
+                searches[sid] = state
+
+    return app
+
+
+def _publish_all(producer: EventProducer, settings: Settings, outputs: list[tuple[str, str, str, dict]]) -> None:
+    """Send and wait for the broker; on failure send the whole batch again (same ids, so duplicates are harmless)."""
+    delay = 0.5
+    while True:
+        for topic, event_type, key, value in outputs:
+            producer.send(settings.topic(topic), event_type, value, key=key)
+        try:
+            producer.flush(30)
+            return
+        except DeliveryError as exc:
+            log.error("publishing %d search event(s) failed, retrying in %.1fs: %s", len(outputs), delay, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def ensure_inbox(settings: Settings) -> None:
+    """Create the one-partition inbox (and its DLQ) up front, like every other topic."""
+    from confluent_kafka.admin import NewTopic
+
+    from infra.kafka.admin import ensure_topics
+    from infra.kafka.topics import dlq_name
+
+    rf = settings.kafka.replication_factor
+    ensure_topics(settings, extra=[NewTopic(inbox_topic(settings), 1, rf),
+                                   NewTopic(dlq_name(inbox_topic(settings)), 1, rf)])
+
+
+def main(argv: list[str] | None = None) -> None:
+    import faust
+
+    from infra.settings import load_settings
+
+    parser = argparse.ArgumentParser(prog="python -m consumers.search",
+                                     description="hyperparameter search: fans trials out, registers the best")
+    parser.add_argument("--log-level", default=None, help="log level (default: settings.log_level)")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    level = (args.log_level or settings.log_level).upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ensure_inbox(settings)
+    app = build_app(settings)
+    faust.Worker(app, loglevel=level.lower(), quiet=True).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,387 @@
+"""Telemetry sink: InferenceTelemetry from Kafka into ClickHouse without decoding events in Python.
+
+Telemetry is the one stream whose volume follows traffic, so per-event Python
+work is kept to a framing check: each message's 10-byte single-object header
+(or Confluent header) must name a known InferenceTelemetry writer schema;
+unknown framing goes to the DLQ. The Avro bodies are concatenated as they are,
+each followed by three appended fields (kafka_topic, kafka_partition,
+kafka_offset), wrapped in one Avro object container per writer schema and
+handed to ClickHouse, which parses Avro natively (``inference_telemetry_ingest``
+→ materialized view → ``inference_telemetry``).
+
+Exactly-once into ClickHouse without transactions:
+
+* every row stores its Kafka coordinates and a batch is one insert (one block);
+* on partition assignment the sink seeks each partition to the offset of the
+  row it inserted last + 1, so a crash between insert and Kafka commit replays
+  nothing;
+* Kafka commits happen after the insert and only speed up restarts.
+
+If ClickHouse rejects a block, each message is decoded with fastavro: those
+that fail go to the DLQ with the reason, the rest are inserted again; rows
+ClickHouse still refuses are isolated one by one and dead-lettered with
+ClickHouse's message. A ClickHouse that is down or busy is retried with backoff
+(within ``retry_budget_s``, kept below max.poll.interval.ms), then the sink stops
+without committing.
+
+Run: ``python -m consumers.telemetry_sink``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, TopicPartition
+
+from consumers.avro_container import ContainerWriter, avro_string, extend_schema, zigzag
+from infra.clickhouse.errors import ClickHouseError, is_transient
+from infra.errors import FatalError
+from infra.faults import maybe_fault
+from infra.kafka.config import consumer_config
+from infra.kafka.dlq import send_to_dlq
+from infra.kafka.envelope import headers_dict
+from infra.kafka.producer import EventProducer, make_codec
+from infra.kafka.topics import INFERENCE_TELEMETRY
+from schemas.catalog import EventSchema
+from schemas.codec import HEADER_LEN, SINGLE_OBJECT_MAGIC, SerializationError
+
+log = logging.getLogger("modelbus.consumers.telemetry_sink")
+
+EVENT = "InferenceTelemetry"
+INGEST_TABLE = "inference_telemetry_ingest"
+RAW_TABLE = "inference_telemetry"
+SINK_FIELDS = ({"name": "kafka_topic", "type": "string"}, {"name": "kafka_partition", "type": "int"},
+               {"name": "kafka_offset", "type": "long"})
+# Older writers lack newer fields: ClickHouse fills the column defaults, as Avro resolution would.
+INSERT_SETTINGS = {"input_format_avro_allow_missing_fields": 1}
+FAULT_AFTER_INSERT = "telemetry_sink.after_insert"
+
+
+@dataclass
+class SinkStats:
+    consumed: int = 0
+    inserted: int = 0
+    dead_lettered: int = 0
+    inserts: int = 0
+    fallbacks: int = 0
+    commits: int = 0
+    rebalances: int = 0
+    resumed_from: dict = field(default_factory=dict)
+
+
+class TelemetrySink:
+    def __init__(self, settings, store, *, group_id: str = "modelbus.telemetry-sink", producer=None, codec=None,
+                 max_batch: int = 20_000, max_wait_s: float = 0.2, retry_budget_s: float = 60.0,
+                 consumer_overrides: dict | None = None):
+        self.settings = settings
+        self.store = store
+        self.group_id = group_id
+        self.topic = settings.topic(INFERENCE_TELEMETRY)
+        self.codec = codec or make_codec(settings)
+        self.producer = producer or EventProducer(settings, name="consumers.telemetry_sink.dlq", codec=self.codec)
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.retry_budget_s = retry_budget_s
+        self.stats = SinkStats()
+        self._known = {fp: s for fp, s in self.codec.catalog.by_fingerprint.items() if s.name == EVENT}
+        self._writers: dict[bytes, ContainerWriter] = {}
+        self._prefix: dict[int, bytes] = {}
+        self._pending: list = []
+        self._inflight: tuple[Future, list] | None = None
+        self._landed: dict[int, int] = {}   # partition → next offset after everything stored
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="telemetry-insert")
+        self._first_at = 0.0
+        self._assigned: set[int] = set()
+        self._stop = threading.Event()
+        self._consumer = Consumer(consumer_config(settings.kafka, group_id, **(consumer_overrides or {})))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- loop ---------------------------------------------------------------
+    def run(self, *, max_events: int | None = None, idle_timeout: float | None = None,
+            ready: threading.Event | None = None) -> SinkStats:
+        """Consume until stop()/SIGTERM, ``max_events`` stored or dead-lettered, or ``idle_timeout`` seconds
+        without messages while partitions are assigned."""
+        restore = _on_signals(self.stop)
+        self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                 on_lost=self._on_lost)
+        log.info("telemetry sink: %s → ClickHouse %s.%s as group %s", self.topic, self.store.database, RAW_TABLE,
+                 self.group_id)
+        last = time.monotonic()
+        failed = False
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                wait = self.max_wait_s if not self._pending else max(0.0, self._first_at + self.max_wait_s - now)
+                msgs = self._consumer.consume(self.max_batch - len(self._pending), wait)
+                if ready is not None and self._assigned:
+                    ready.set()
+                self._take(msgs)
+                now = time.monotonic()
+                if not self._assigned:      # idle time counts only while partitions are ours
+                    last = now
+                if self._pending and (len(self._pending) >= self.max_batch or now - self._first_at >= self.max_wait_s):
+                    self._flush()
+                    last = now
+                elif not self._pending and idle_timeout is not None and now - last > idle_timeout:
+                    break
+                in_flight = len(self._inflight[1]) if self._inflight else 0
+                if max_events is not None and self.stats.consumed + in_flight >= max_events:
+                    break
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            try:
+                if not failed:
+                    self._flush(sync_commit=True)
+            finally:
+                self._pool.shutdown(wait=True)
+                self._consumer.close()
+                self.producer.flush(10)
+                restore()
+                log.info("telemetry sink stopped: %s", self.stats)
+        return self.stats
+
+    def _take(self, msgs: list) -> None:
+        for m in msgs:
+            err = m.error()
+            if err is None:
+                if not self._pending:
+                    self._first_at = time.monotonic()
+                self._pending.append(m)
+            elif err.code() != KafkaError._PARTITION_EOF:
+                if err.fatal():
+                    raise FatalError(f"telemetry sink: fatal Kafka error: {err.str()}")
+                log.warning("telemetry sink: consumer error: %s", err.str())
+
+    # -- rebalances: positions come from what ClickHouse already stores ------------
+    def _stored_offsets(self) -> dict[int, int]:
+        """Offset of the row inserted last, per partition (not the max: a recreated topic restarts at 0)."""
+        sql = (f"SELECT kafka_partition AS p, argMax(kafka_offset, (inserted_at, kafka_offset)) AS o "
+               f"FROM {RAW_TABLE} WHERE kafka_topic = {{t:String}} GROUP BY kafka_partition")
+        rows = self._retrying(lambda: self.store.query_rows(sql, {"t": self.topic}))
+        return {int(r["p"]): int(r["o"]) for r in rows}
+
+    def _on_assign(self, consumer, partitions) -> None:
+        # An offset past the log end (topic recreated, e.g. the in-memory embedded broker restarted) makes
+        # Kafka reset to auto.offset.reset=earliest, and the rows stored from then on win the next lookup.
+        self.stats.rebalances += 1
+        stored = self._stored_offsets()
+        for tp in partitions:
+            off = stored.get(tp.partition)
+            tp.offset = off + 1 if off is not None else OFFSET_STORED
+            if off is not None:
+                self._landed[tp.partition] = off + 1
+            else:
+                self._landed.pop(tp.partition, None)
+            self.stats.resumed_from[tp.partition] = tp.offset
+        consumer.assign(partitions)
+        self._assigned |= {tp.partition for tp in partitions}
+        log.info("telemetry sink: assigned %s", ", ".join(f"{tp.partition}@{tp.offset}" for tp in partitions))
+
+    def _on_revoke(self, consumer, partitions) -> None:
+        self._flush(sync_commit=True)     # finish what we hold before someone else owns it
+        self._assigned -= {tp.partition for tp in partitions}
+
+    def _on_lost(self, consumer, partitions) -> None:
+        # An insert already in flight still lands; its rows are correct, only the commit is skipped.
+        lost = {tp.partition for tp in partitions}
+        self._pending = [m for m in self._pending if m.partition() not in lost]
+        self._assigned -= lost
+        log.warning("telemetry sink: lost partitions %s; their uninserted messages will be redelivered", lost)
+
+    # -- the batch --------------------------------------------------------------
+    def _frame(self, value: bytes | None) -> tuple[EventSchema, int]:
+        """Writer schema and header length of one message; SerializationError when unknown."""
+        if value is not None and value[:2] == SINGLE_OBJECT_MAGIC and len(value) > HEADER_LEN:
+            schema = self._known.get(value[2:HEADER_LEN])
+            if schema is None:
+                raise SerializationError(f"unknown {EVENT} schema fingerprint {value[2:HEADER_LEN].hex()}")
+            return schema, HEADER_LEN
+        if value is not None and value[:1] == b"\x00" and len(value) > 5:
+            schema = self.codec.writer_of(value)
+            if schema.name != EVENT:
+                raise SerializationError(f"expected an {EVENT} event, got {schema.name}")
+            return schema, 5
+        raise SerializationError("not a ModelBus event: missing or unknown framing header")
+
+    def _flush(self, sync_commit: bool = False) -> None:
+        """Hand the pending batch to the insert thread (one insert in flight, so ClickHouse works while
+        the next batch is polled); commit the previous batch once its insert has landed."""
+        batch, self._pending = self._pending, []
+        runs = self._runs(batch) if batch else []
+        self._land(sync_commit and not batch)
+        if batch:
+            self._inflight = (self._pool.submit(self._store, runs), batch)
+            if sync_commit:
+                self._land(True)
+
+    def _land(self, sync_commit: bool) -> None:
+        """Wait for the insert in flight (its errors surface here), then commit its offsets."""
+        if self._inflight is None:
+            if sync_commit and self._landed:
+                self._commit([], True)
+            return
+        future, batch = self._inflight
+        self._inflight = None
+        future.result()
+        self.stats.consumed += len(batch)
+        self._commit(batch, sync_commit)
+
+    def _runs(self, batch: list) -> list[tuple[EventSchema, int, list]]:
+        """Split a batch into runs of consecutive messages of one writer schema; unknown framing → DLQ."""
+        runs: list[tuple[EventSchema, int, list]] = []
+        for m in batch:
+            try:
+                schema, hlen = self._frame(m.value())
+            except SerializationError as exc:
+                self._dead(m, "undecodable", exc)
+                continue
+            if runs and runs[-1][0] is schema:
+                runs[-1][2].append(m)
+            else:
+                runs.append((schema, hlen, [m]))
+        return runs
+
+    def _store(self, runs: list[tuple[EventSchema, int, list]]) -> None:
+        """Insert thread: runs in order, so per partition the stored offsets are always a prefix."""
+        self.producer.flush(30)   # dead letters are durable before later offsets are stored
+        for schema, hlen, msgs in runs:
+            try:
+                self._insert_retrying(schema, hlen, msgs)
+            except ClickHouseError as exc:
+                if is_transient(exc):
+                    raise FatalError(f"telemetry sink: ClickHouse unavailable for {self.retry_budget_s:.0f}s, "
+                                     f"stopping without committing: {exc}") from exc
+                self._fallback(schema, hlen, msgs, exc)
+        maybe_fault(FAULT_AFTER_INSERT)
+
+    def _body(self, hlen: int, msgs: list) -> bytes:
+        parts = []
+        prefix = self._prefix
+        for m in msgs:
+            p = m.partition()
+            pre = prefix.get(p)
+            if pre is None:
+                pre = prefix[p] = avro_string(self.topic) + zigzag(p)
+            parts += (memoryview(m.value())[hlen:], pre, zigzag(m.offset()))
+        return b"".join(parts)
+
+    def _insert(self, schema: EventSchema, hlen: int, msgs: list) -> None:
+        writer = self._writers.get(schema.fingerprint)
+        if writer is None:
+            writer = self._writers[schema.fingerprint] = ContainerWriter(extend_schema(schema.expanded, SINK_FIELDS))
+        self.store.insert_raw(INGEST_TABLE, writer.container(len(msgs), self._body(hlen, msgs)), "Avro",
+                              settings=INSERT_SETTINGS)
+        self.stats.inserts += 1
+        self.stats.inserted += len(msgs)
+
+    def _insert_retrying(self, schema: EventSchema, hlen: int, msgs: list) -> None:
+        return self._retrying(lambda: self._insert(schema, hlen, msgs))
+
+    def _retrying(self, call):
+        """Run ``call``, retrying transient ClickHouse failures with backoff within ``retry_budget_s``."""
+        deadline = time.monotonic() + self.retry_budget_s
+        delay = 0.2
+        while True:
+            try:
+                return call()
+            except ClickHouseError as exc:
+                if not is_transient(exc) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("telemetry sink: ClickHouse not ready (%s); retrying in %.1fs", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _fallback(self, schema: EventSchema, hlen: int, msgs: list, error: ClickHouseError) -> None:
+        """ClickHouse refused a block: find the bad messages, dead-letter them, store the rest."""
+        self.stats.fallbacks += 1
+        log.warning("telemetry sink: ClickHouse rejected a block of %d: %s; checking each message", len(msgs), error)
+        good = []
+        for m in msgs:
+            try:
+                self.codec.decode(m.value(), expected=EVENT)
+                good.append(m)
+            except SerializationError as exc:
+                self._dead(m, "undecodable", exc)
+        self.producer.flush(30)
+        if not good:
+            return
+        try:
+            return self._insert_retrying(schema, hlen, good)
+        except ClickHouseError as exc:
+            if is_transient(exc):
+                raise FatalError(f"telemetry sink: ClickHouse unavailable: {exc}") from exc
+        for m in good:   # valid Avro that ClickHouse still refuses: isolate, in offset order
+            try:
+                self._insert_retrying(schema, hlen, [m])
+            except ClickHouseError as exc:
+                if is_transient(exc):
+                    raise FatalError(f"telemetry sink: ClickHouse unavailable: {exc}") from exc
+                self._dead(m, "rejected", exc)
+                self.producer.flush(30)
+
+    def _dead(self, m, reason: str, exc: BaseException) -> None:
+        send_to_dlq(self.producer, topic=m.topic(), partition=m.partition(), offset=m.offset(), key=m.key(),
+                    value=m.value(), reason=reason, error=exc, group=self.group_id,
+                    original_headers=headers_dict(m.headers()))
+        self.stats.dead_lettered += 1
+
+    def _commit(self, batch: list, sync: bool) -> None:
+        """Commit everything stored so far (async per batch, sync on revoke/shutdown), including partitions
+        resumed from ClickHouse that had nothing new, so the group's lag reads true."""
+        nxt: dict[int, int] = {}
+        for m in batch:
+            if m.offset() + 1 > nxt.get(m.partition(), -1):
+                nxt[m.partition()] = m.offset() + 1
+        self._landed.update(nxt)
+        offsets = [TopicPartition(self.topic, p, o) for p, o in self._landed.items() if p in self._assigned]
+        if not offsets:
+            return
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=not sync)
+            self.stats.commits += 1
+        except Exception as exc:  # noqa: BLE001 - commits only speed up restarts; ClickHouse holds the truth
+            log.warning("telemetry sink: commit failed (restart resumes from ClickHouse): %s", exc)
+
+
+def _on_signals(stop) -> callable:
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:
+        signal.signal(sig, lambda *_: stop())
+    return lambda: [signal.signal(s, h) for s, h in previous.items()]
+
+
+def main(argv: list[str] | None = None) -> None:
+    from infra.clickhouse import connect
+    from infra.settings import load_settings
+
+    parser = argparse.ArgumentParser(description="InferenceTelemetry → ClickHouse sink")
+    parser.add_argument("--group", default="modelbus.telemetry-sink", help="Kafka consumer group")
+    parser.add_argument("--max-batch", type=int, default=20_000, help="messages per ClickHouse insert")
+    parser.add_argument("--max-wait-s", type=float, default=0.2, help="longest wait before a partial batch")
+    parser.add_argument("--idle-timeout", type=float, default=None, help="exit after this many idle seconds")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    store = connect(settings)
+    try:
+        stats = TelemetrySink(settings, store, group_id=args.group, max_batch=args.max_batch,
+                              max_wait_s=args.max_wait_s).run(idle_timeout=args.idle_timeout)
+        print(asdict(stats), flush=True)
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Training consumer: DatasetCreated / TrainingRequested → trained, evaluated, registered model.
+
+One ``ConsumerRunner`` (one event at a time; the runner keeps polling with its
+partitions paused while a model trains, so long runs never cause a rebalance)
+around ``TrainingHandler``. Consumers in the group ``modelbus.training`` share
+the work; the run ledger in the artifact store makes each logical run happen
+once and register at most one model, whatever the redeliveries and crashes.
+
+Run: ``python -m consumers.training`` (or ``modelbus consumer run training``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from infra.errors import FatalError
+from infra.kafka import ConsumerRunner, EventProducer
+from infra.kafka import topics as T
+from infra.settings import Settings
+from infra.storage import ArtifactStore
+
+from consumers.training.events import PRODUCER
+from consumers.training.handler import TrainingHandler
+
+GROUP = "modelbus.training"
+EVENT_TYPES = ("DatasetCreated", "TrainingRequested")
+log = logging.getLogger("modelbus.consumers.training")
+
+
+def build_runner(settings: Settings, store: ArtifactStore, producer: EventProducer, *, group_id: str = GROUP,
+                 owner: str | None = None, **runner_kw) -> ConsumerRunner:
+    """A runner whose handler trains one event at a time and stops training when the runner stops."""
+    handler = TrainingHandler(settings, store, producer, owner=owner)
+    runner_kw.setdefault("max_attempts", 3)
+    runner = ConsumerRunner(settings, group_id=group_id,
+                            topics=[settings.topic(T.DATASETS_CREATED), settings.topic(T.TRAINING_REQUESTED)],
+                            handler=handler, name="training", producer=producer, max_batch=1,
+                            expected_types=EVENT_TYPES, **runner_kw)
+    handler.stopping = lambda: runner.stopping
+    return runner
+
+
+def main(argv: list[str] | None = None) -> None:
+    from infra.settings import load_settings
+    from infra.storage.factory import store_from_settings
+
+    parser = argparse.ArgumentParser(prog="python -m consumers.training",
+                                     description="dataset-created / training-requested → trained, registered model")
+    parser.add_argument("--group", default=GROUP, help="Kafka consumer group")
+    parser.add_argument("--idle-timeout", type=float, default=None, help="exit after this many idle seconds")
+    parser.add_argument("--max-events", type=int, default=None, help="exit after handling this many events")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    producer = EventProducer(settings, name=PRODUCER)
+    runner = build_runner(settings, store_from_settings(settings), producer, group_id=args.group)
+    try:
+        stats = runner.run(max_events=args.max_events, idle_timeout=args.idle_timeout)
+    except FatalError as exc:
+        if not runner.stopping or "stopping" not in str(exc):
+            raise
+        log.info("%s", exc)
+        return
+    log.info("training consumer stopped: %s", stats)
+
+
+__all__ = ["GROUP", "TrainingHandler", "build_runner", "main"]

@@ -1,0 +1,3 @@
+from consumers.training import main
+
+main()

@@ -1,0 +1,1 @@
+"""Code that runs inside Triton (the Python-backend model), shipped as package data."""

@@ -1,0 +1,240 @@
+"""Triton Python-backend model that serves a ModelBus TorchScript artifact.
+
+Copied into every version directory of the repository. It refuses to load a
+model.pt whose sha256 differs from the one recorded at deployment, validates
+every request against the signature (a bad request gets its own error
+response; the rest of the batch and the server carry on), runs all valid
+requests of a dynamic batch in one forward pass, and emits one
+InferenceTelemetry event per request through a non-blocking buffer.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+import triton_python_backend_utils as pb_utils
+
+from infra.settings import load_settings
+from serving.artifact import verify_checksum
+from serving.signature import Signature
+from serving.telemetry import STAGE_DECODE, STAGE_ENCODE, STAGE_MODEL, TelemetryEmitter, telemetry_event
+
+log = logging.getLogger("modelbus.serving.model")
+TORCH_THREADS = 1  # one instance = one core; scale with instance_group count instead
+
+
+class BadRequest(Exception):
+    """A request does not match the signature; its message goes back to the client as INVALID_ARGUMENT."""
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        # Entry point of this process (Triton's stub): settings are built here, from the environment.
+        self.settings = load_settings()
+        logging.basicConfig(level=self.settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        config = json.loads(args["model_config"])
+        self.model_name = args["model_name"]
+        self.model_version = int(args["model_version"])
+        vdir = Path(args["model_repository"]) / args["model_version"]
+        deploy = json.loads((vdir / "deploy.json").read_text())
+        verify_checksum(vdir / "model.pt", deploy["checksum"])  # raises: Triton reports a failed load
+        self.signature = Signature.parse((vdir / "signature.json").read_bytes())
+        self.max_batch = int(config.get("max_batch_size") or 0)
+        torch.set_num_threads(TORCH_THREADS)
+        self.device = torch.device("cpu")
+        if args.get("model_instance_kind") == "GPU" and torch.cuda.is_available():
+            self.device = torch.device(f"cuda:{int(args.get('model_instance_device_id', 0))}")
+        self.module = torch.jit.load(str(vdir / "model.pt"), map_location=self.device).eval()
+        self.inputs = self.signature.inputs
+        self.outputs = self.signature.outputs
+        self._specs = [(spec, np.dtype(object) if spec.dtype == "BYTES" else np.dtype(spec.numpy_dtype), spec.dims)
+                       for spec in self.inputs]
+        self._warm_up()
+        params = {k: v.get("string_value") for k, v in config.get("parameters", {}).items()}
+        param = params.get("modelbus.telemetry")
+        enabled = param == "true" if param in ("true", "false") else self.settings.triton.telemetry
+        self.reject_nan = (params.get("modelbus.nan_policy") or self.settings.triton.nan_policy) != "impute"
+        self.emitter = None
+        if enabled:
+            # The telemetry thread shares the GIL with execute(): let a waiting request take it over
+            # within 0.2 ms instead of the default 5 ms (this stub process serves only this model).
+            sys.setswitchinterval(0.0002)
+            instance = args.get("model_instance_name", self.model_name)
+            self.emitter = TelemetryEmitter(
+                self.settings, name=f"{self.model_name}-v{self.model_version}-{instance}",
+                stats_path=self.settings.data_dir / "telemetry" / f"{instance}-v{self.model_version}.json")
+        log.info("loaded %s v%d (%s, telemetry %s)", self.model_name, self.model_version, self.signature.task,
+                 "on" if self.emitter else "off")
+
+    def _warm_up(self) -> None:
+        """Two forward passes at load: TorchScript optimizes on early calls, and a broken module fails the load."""
+        arrays = []
+        for spec in self.inputs:
+            if spec.kind == "categorical":
+                arrays.append(np.array([[b""]], dtype=object))
+            else:
+                arrays.append(np.zeros((1, *[d if d > 0 else 1 for d in spec.dims]), dtype=np.float32))
+        for _ in range(2):
+            self._forward(arrays)
+
+    # -- request handling ----------------------------------------------------------------------
+    def _decode(self, request) -> tuple[list, int, list]:
+        """Inputs in signature order, the row count, and each numeric input's sum (reused by telemetry).
+
+        One float64 reduction per numeric input answers "any NaN/inf?" (a float32 sum in
+        float64 cannot overflow, so a non-finite sum means a non-finite value) and
+        gives the telemetry mean; the exact offending rows are only computed on refusal.
+        """
+        arrays, sums, batch = [], [], None
+        given = {t.name(): t for t in request.inputs()}
+        for spec, want, dims in self._specs:
+            tensor = given.get(spec.name)
+            if tensor is None:
+                raise BadRequest(f"missing input '{spec.name}' (column '{spec.column}')")
+            arr = tensor.as_numpy()
+            if arr.dtype != want:
+                raise BadRequest(f"input '{spec.name}' has dtype {arr.dtype}, expected {spec.dtype}")
+            shape = arr.shape
+            if shape[1:] != dims and (len(shape) != len(dims) + 1
+                                      or any(d not in (-1, a) for d, a in zip(dims, shape[1:]))):
+                raise BadRequest(f"input '{spec.name}' has shape {list(shape)}, "
+                                 f"expected [batch, {', '.join(map(str, dims))}]")
+            if batch is None:
+                batch = shape[0]
+            elif shape[0] != batch:
+                raise BadRequest(f"input '{spec.name}' has {shape[0]} rows, other inputs have {batch}")
+            total = None
+            if spec.dtype != "BYTES":
+                total = arr.item() if arr.size == 1 else float(arr.sum(dtype=np.float64))
+                if total - total != 0:  # NaN or inf somewhere
+                    bad_values = ~np.isfinite(arr) if self.reject_nan else np.isinf(arr)
+                    if bad_values.any():
+                        bad = np.flatnonzero(bad_values.reshape(shape[0], -1).any(axis=1))[:5].tolist()
+                        what = "NaN or infinite" if self.reject_nan else "infinite"
+                        raise BadRequest(f"input '{spec.name}' contains {what} values (rows {bad})")
+            arrays.append(arr)
+            sums.append(total)
+        if not batch:
+            raise BadRequest("request has no rows")
+        if self.max_batch and batch > self.max_batch:
+            raise BadRequest(f"batch of {batch} rows exceeds max_batch_size {self.max_batch}")
+        return arrays, batch, sums
+
+    def _forward(self, arrays: list) -> list[np.ndarray]:
+        args = []
+        for spec, arr in zip(self.inputs, arrays):
+            if spec.kind == "categorical":
+                args.append([v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in arr.reshape(-1)])
+            else:
+                args.append(torch.from_numpy(arr).to(self.device))
+        with torch.inference_mode():
+            out = self.module(*args)
+        if isinstance(out, torch.Tensor):
+            out = (out,)
+        if len(out) != len(self.outputs):
+            raise RuntimeError(f"model returned {len(out)} outputs, signature declares {len(self.outputs)}")
+        return [o.detach().cpu().numpy().astype(spec.numpy_dtype, copy=False) for o, spec in zip(out, self.outputs)]
+
+    def execute(self, requests):
+        received = time.time_ns() // 1000
+        t0 = time.perf_counter_ns()
+        decoded, errors = [], {}
+        for i, request in enumerate(requests):
+            try:
+                arrays, n, sums = self._decode(request)
+                decoded.append((i, arrays, n, sums))
+            except BadRequest as exc:
+                errors[i] = (str(exc), pb_utils.TritonError.INVALID_ARG)
+        t1 = time.perf_counter_ns()
+        results: dict[int, list[np.ndarray]] = {}
+        if decoded:
+            try:
+                merged = decoded[0][1] if len(decoded) == 1 else [
+                    np.concatenate([d[1][j] for d in decoded]) for j in range(len(self.inputs))]
+                outs = self._forward(merged)
+                start = 0
+                for i, _, n, _ in decoded:
+                    results[i] = [o[start:start + n] for o in outs]
+                    start += n
+            except Exception:  # noqa: BLE001 - isolate the failing request(s) instead of failing the batch
+                for i, arrays, _, _ in decoded:
+                    try:
+                        results[i] = self._forward(arrays)
+                    except Exception as exc:  # noqa: BLE001
+                        log.warning("stage=%s model=%s version=%d request failed: %s", STAGE_MODEL,
+                                    self.model_name, self.model_version, exc)
+                        errors[i] = (f"model failed on this request: {exc}", pb_utils.TritonError.INTERNAL)
+        t2 = time.perf_counter_ns()
+        responses = []
+        for i in range(len(requests)):
+            if i in results:
+                tensors = [pb_utils.Tensor(spec.name, arr) for spec, arr in zip(self.outputs, results[i])]
+                responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+            else:
+                msg, code = errors[i]
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(msg, code)))
+        t3 = time.perf_counter_ns()
+        if self.emitter is not None:
+            self._emit(requests, decoded, results, errors, received, (t1 - t0, t2 - t1, t3 - t2))
+        return responses
+
+    # -- telemetry -------------------------------------------------------------------------------
+    def _emit(self, requests, decoded, results, errors, received, spans) -> None:
+        """Hand one event builder per request to the emitter; only what cannot outlive execute() is read here.
+
+        Input arrays may live in Triton's shared memory, so their summaries are taken
+        now (the sums come from decoding); outputs are our own arrays. Dicts, header and
+        encoding happen off the request path.
+        """
+        completed = time.time_ns() // 1000
+        stages = {STAGE_DECODE: spans[0] // 1000, STAGE_MODEL: spans[1] // 1000, STAGE_ENCODE: spans[2] // 1000}
+        inputs = {d[0]: d for d in decoded}
+        for i, request in enumerate(requests):
+            numeric, categorical, n = [], [], 0
+            if i in inputs:
+                _, arrays, n, sums = inputs[i]
+                for spec, arr, total in zip(self.inputs, arrays, sums):
+                    if spec.kind == "numeric":
+                        mean = total / arr.size
+                        if mean != mean:  # NaN rows (nan_policy 'impute'): mean of the present values, if any
+                            present = arr[~np.isnan(arr)]
+                            mean = float(present.mean()) if present.size else mean
+                        numeric.append((spec.column, mean))
+                    elif spec.kind == "categorical":
+                        categorical.append((spec.column, arr.reshape(-1)[0]))
+            self.emitter.emit(functools.partial(
+                self._event, request.request_id(), received, completed, stages, n, numeric, categorical,
+                results.get(i), errors[i][0] if i in errors else None))
+
+    def _event(self, request_id, received, completed, stages, n, numeric, categorical, outs, error) -> dict:
+        pred, value, conf = self._first_prediction(outs) if outs is not None else ("", 0.0, 0.0)
+        return telemetry_event(
+            request_id=request_id or uuid.uuid4().hex, model_name=self.model_name, model_version=self.model_version,
+            received_at=received, completed_at=completed, stages=stages, batch_size=n,
+            numeric={k: v for k, v in numeric if v == v},
+            categorical={k: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for k, v in categorical},
+            prediction=pred, prediction_value=value, confidence=conf, error=error)
+
+    def _first_prediction(self, outs: list[np.ndarray]) -> tuple[str, float, float]:
+        scores, label = outs[0], outs[1]
+        if not self.signature.is_classification:
+            v = float(scores.reshape(-1)[0])
+            return f"{v:.6g}", v, 1.0
+        idx = int(label.reshape(-1)[0])
+        labels = self.signature.labels
+        name = labels[idx] if 0 <= idx < len(labels) else str(idx)
+        row = scores.reshape(scores.shape[0], -1)[0]
+        conf = float(row[idx]) if 0 <= idx < row.shape[0] else 0.0
+        return name, float(idx), conf
+
+    def finalize(self):
+        if getattr(self, "emitter", None) is not None:
+            self.emitter.close(timeout=5.0)

@@ -1,0 +1,248 @@
+"""Writing models into a Triton model repository (a local directory or an s3:// prefix).
+
+Layout: ``<repo>/<model>/config.pbtxt`` plus one directory per version holding
+``model.pt``, ``signature.json``, ``deploy.json`` (provenance, checksum) and for
+the Python backend ``model.py``. The config pins exactly one version with a
+``specific`` version policy, so switching versions is "rewrite config, load"
+and rollback needs no artifact store: the last N versions stay on disk.
+
+Both kinds of repository go through ``infra.storage`` (keys are validated there
+too); production Triton reads s3:// repositories natively.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Iterable
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from infra.settings import Settings
+from infra.storage import ArtifactStore, StorageError, open_store
+from serving.artifact import OPTIONAL, SIGNATURE_FILE, Artifact, verify_checksum
+from serving.errors import RepositoryError
+from serving.signature import Signature
+
+CONFIG_FILE = "config.pbtxt"
+DEPLOY_FILE = "deploy.json"
+BACKEND_MODEL_FILE = "model.py"
+PARAM_SIGNATURE = "modelbus.signature"
+PARAM_TELEMETRY = "modelbus.telemetry"
+PARAM_NAN_POLICY = "modelbus.nan_policy"
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def validate_model_name(name: Any) -> str:
+    """Model names become directory names and Triton names: letters, digits, '_' and '-' only.
+
+    An allow-list rather than a deny-list, so traversal ('..', '/'), hidden
+    files, whitespace and control characters are impossible by construction.
+    """
+    if not isinstance(name, str) or not _MODEL_NAME.match(name):
+        raise RepositoryError(f"invalid model name {name!r}: use 1-64 letters, digits, '_' or '-', "
+                              "starting with a letter or digit")
+    return name
+
+
+def _version(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise RepositoryError(f"invalid model version {v!r}: must be a positive integer")
+    return v
+
+
+@dataclass(frozen=True)
+class RepositoryOptions:
+    backend: str = "python"
+    max_batch_size: int = 64
+    instance_count: int = 1
+    keep_versions: int = 3
+    telemetry: bool = True
+    nan_policy: str = "reject"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "RepositoryOptions":
+        t = settings.triton
+        return cls(backend=t.backend, max_batch_size=t.max_batch_size, instance_count=t.instance_count,
+                   keep_versions=t.keep_versions, telemetry=t.telemetry, nan_policy=t.nan_policy)
+
+
+class ModelRepository:
+    """A Triton model repository on an ArtifactStore."""
+
+    def __init__(self, store: ArtifactStore, options: RepositoryOptions | None = None):
+        self.store = store
+        self.options = options or RepositoryOptions()
+        if self.options.backend not in ("python", "pytorch"):
+            raise RepositoryError(f"unsupported Triton backend {self.options.backend!r}")
+
+    @classmethod
+    def open(cls, uri: str, options: RepositoryOptions | None = None, *, s3_endpoint_url: str | None = None,
+             s3_region: str | None = None) -> "ModelRepository":
+        return cls(open_store(uri, s3_endpoint_url=s3_endpoint_url, s3_region=s3_region), options)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "ModelRepository":
+        a = settings.artifacts
+        return cls.open(settings.triton_repository, RepositoryOptions.from_settings(settings),
+                        s3_endpoint_url=a.s3_endpoint_url, s3_region=a.s3_region)
+
+    @property
+    def uri(self) -> str:
+        return self.store.root
+
+    # -- config -----------------------------------------------------------
+    def render_config(self, name: str, signature: Signature, versions: Iterable[int]) -> str:
+        """config.pbtxt text serving exactly ``versions`` with the inputs/outputs of ``signature``."""
+        validate_model_name(name)
+        o = self.options
+        cfg = mc.ModelConfig(name=name, max_batch_size=o.max_batch_size)
+        if o.backend == "python":
+            cfg.backend = "python"
+        else:
+            cfg.platform = "pytorch_libtorch"
+        cfg.version_policy.specific.versions.extend(sorted(_version(v) for v in versions))
+        for spec in signature.inputs:
+            cfg.input.add(name=spec.name, data_type=getattr(mc, spec.triton_type), dims=list(spec.dims))
+        for spec in signature.outputs:
+            cfg.output.add(name=spec.name, data_type=getattr(mc, spec.triton_type), dims=list(spec.dims))
+        cfg.dynamic_batching.max_queue_delay_microseconds = 0
+        group = cfg.instance_group.add(count=o.instance_count)
+        if o.backend == "python":
+            group.kind = mc.ModelInstanceGroup.KIND_CPU
+        cfg.parameters[PARAM_SIGNATURE].string_value = signature.to_json()
+        cfg.parameters[PARAM_TELEMETRY].string_value = "true" if o.telemetry else "false"
+        cfg.parameters[PARAM_NAN_POLICY].string_value = o.nan_policy
+        return text_format.MessageToString(cfg)
+
+    def write_config(self, name: str, signature: Signature, versions: Iterable[int]) -> str:
+        return self._put(f"{validate_model_name(name)}/{CONFIG_FILE}",
+                         self.render_config(name, signature, versions).encode())
+
+    def read_config(self, name: str) -> mc.ModelConfig | None:
+        key = f"{validate_model_name(name)}/{CONFIG_FILE}"
+        if not self.store.exists(key):
+            return None
+        try:
+            return text_format.Parse(self.store.get_bytes(key).decode(), mc.ModelConfig())
+        except (text_format.ParseError, UnicodeDecodeError) as exc:
+            raise RepositoryError(f"{self.uri}/{key} is not a valid model config: {exc}") from exc
+
+    def config_bytes(self, name: str) -> bytes | None:
+        key = f"{validate_model_name(name)}/{CONFIG_FILE}"
+        return self.store.get_bytes(key) if self.store.exists(key) else None
+
+    def restore_config(self, name: str, data: bytes | None) -> None:
+        """Put back a config saved with :meth:`config_bytes` (None: remove the model's config)."""
+        key = f"{validate_model_name(name)}/{CONFIG_FILE}"
+        if data is None:
+            local = self.store.local_path(key)
+            if local is not None:
+                local.unlink(missing_ok=True)
+            else:
+                self.store.delete_prefix(key)
+        else:
+            self._put(key, data)
+
+    def serving_versions(self, name: str) -> list[int]:
+        """Versions the current config serves (empty when the model has no config)."""
+        cfg = self.read_config(name)
+        return sorted(cfg.version_policy.specific.versions) if cfg is not None else []
+
+    # -- versions ---------------------------------------------------------
+    def place_version(self, name: str, version: int, artifact: Artifact, meta: dict[str, Any] | None = None) -> str:
+        """Copy a verified artifact into ``<repo>/<name>/<version>/``; the checksum is re-checked first."""
+        validate_model_name(name)
+        _version(version)
+        verify_checksum(artifact.model_path, artifact.checksum)
+        prefix = f"{name}/{version}"
+        self.store.delete_prefix(prefix + "/")  # leftovers of an earlier failed attempt
+        self._put_file(f"{prefix}/model.pt", artifact.model_path)
+        self._put(f"{prefix}/{SIGNATURE_FILE}", artifact.signature.to_json().encode())
+        for extra in OPTIONAL:
+            if (artifact.dir / extra).is_file():
+                self._put_file(f"{prefix}/{extra}", artifact.dir / extra)
+        if self.options.backend == "python":
+            self._put(f"{prefix}/{BACKEND_MODEL_FILE}", backend_model_source())
+        info = {"model_name": name, "model_version": version, "checksum": artifact.checksum,
+                "artifact_uri": artifact.uri, "backend": self.options.backend, **(meta or {})}
+        self._put(f"{prefix}/{DEPLOY_FILE}", json.dumps(info, sort_keys=True, indent=1).encode())
+        return self.store.uri(prefix)
+
+    def versions(self, name: str) -> list[int]:
+        """Version directories present (complete or not) for ``name``."""
+        found = set()
+        try:
+            for key in self.store.list(f"{validate_model_name(name)}/"):
+                part = key.split("/")[1] if key.count("/") >= 2 else ""
+                if part.isdigit():
+                    found.add(int(part))
+        except StorageError as exc:
+            raise RepositoryError(f"cannot list {self.uri}/{name}: {exc}") from exc
+        return sorted(found)
+
+    def has_version(self, name: str, version: int) -> bool:
+        return self.store.exists(f"{validate_model_name(name)}/{_version(version)}/{DEPLOY_FILE}")
+
+    def version_info(self, name: str, version: int) -> dict[str, Any]:
+        key = f"{validate_model_name(name)}/{_version(version)}/{DEPLOY_FILE}"
+        try:
+            return json.loads(self.store.get_bytes(key))
+        except (StorageError, ValueError) as exc:
+            raise RepositoryError(f"version {version} of {name!r} is not in {self.uri}: {exc}") from exc
+
+    def version_signature(self, name: str, version: int) -> Signature:
+        key = f"{validate_model_name(name)}/{_version(version)}/{SIGNATURE_FILE}"
+        try:
+            return Signature.parse(self.store.get_bytes(key))
+        except StorageError as exc:
+            raise RepositoryError(f"version {version} of {name!r} has no signature in {self.uri}") from exc
+
+    def version_sample(self, name: str, version: int, which: str) -> dict[str, Any] | None:
+        key = f"{validate_model_name(name)}/{_version(version)}/{which}"
+        if not self.store.exists(key):
+            return None
+        return json.loads(self.store.get_bytes(key))
+
+    def remove_version(self, name: str, version: int) -> None:
+        self.store.delete_prefix(f"{validate_model_name(name)}/{_version(version)}/")
+
+    def prune(self, name: str, protect: Iterable[int] = ()) -> list[int]:
+        """Keep the newest ``keep_versions`` versions (plus ``protect``); delete older ones."""
+        protect = set(protect) | set(self.serving_versions(name))
+        versions = self.versions(name)
+        keep = set(versions[-self.options.keep_versions:]) | protect
+        removed = [v for v in versions if v not in keep]
+        for v in removed:
+            self.remove_version(name, v)
+        return removed
+
+    def models(self) -> list[str]:
+        """Model names that have a config in the repository."""
+        names = set()
+        for key in self.store.list(""):
+            parts = key.split("/")
+            if len(parts) == 2 and parts[1] == CONFIG_FILE:
+                names.add(parts[0])
+        return sorted(names)
+
+    # -- storage helpers --------------------------------------------------
+    def _put(self, key: str, data: bytes) -> str:
+        try:
+            return self.store.put_bytes(key, data)
+        except StorageError as exc:
+            raise RepositoryError(f"cannot write {key} to the model repository {self.uri}: {exc}") from exc
+
+    def _put_file(self, key: str, path) -> str:
+        try:
+            return self.store.put_file(key, path)
+        except StorageError as exc:
+            raise RepositoryError(f"cannot write {key} to the model repository {self.uri}: {exc}") from exc
+
+
+def backend_model_source() -> bytes:
+    """The Triton Python-backend model shipped in this package (copied into each version)."""
+    return resources.files("serving.backend").joinpath("model.py").read_bytes()

@@ -1,0 +1,226 @@
+"""In-model inference telemetry: one InferenceTelemetry event per request, never on the request's clock.
+
+The served model hands each event (or a closure that builds it) to a bounded
+buffer and returns; a daemon thread owning a Kafka producer builds, encodes
+and sends. When Kafka is slow or down
+the queue fills and further events are dropped and *counted* rather than
+slowing inference: serving traffic matters more than a complete telemetry
+record, and the counts (logged periodically and written to a small stats file)
+say exactly how incomplete it is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable
+
+from infra.kafka.topics import INFERENCE_TELEMETRY
+from infra.settings import Settings
+from schemas.events import new_header
+
+PRODUCER_NAME = "serving.triton"
+# Stable stage names: reused in the event's stage_latency_us map, logs and ClickHouse rows.
+STAGE_DECODE = "decode"
+STAGE_MODEL = "model"
+STAGE_ENCODE = "encode"
+STAGES = (STAGE_DECODE, STAGE_MODEL, STAGE_ENCODE)
+
+log = logging.getLogger("modelbus.serving.telemetry")
+
+
+def telemetry_event(*, request_id: str, model_name: str, model_version: int, received_at: int, completed_at: int,
+                    stages: dict[str, int], batch_size: int, numeric: dict[str, float] | None = None,
+                    categorical: dict[str, str] | None = None, prediction: str = "", prediction_value: float = 0.0,
+                    confidence: float = 0.0, error: str | None = None) -> dict[str, Any]:
+    """An InferenceTelemetry value (times in microseconds since the epoch)."""
+    numeric = numeric or {}
+    categorical = categorical or {}
+    return {
+        "header": new_header(PRODUCER_NAME, correlation_id=request_id or None),
+        "request_id": request_id,
+        "model_name": model_name,
+        "model_version": int(model_version),
+        "received_at": int(received_at),
+        "completed_at": int(completed_at),
+        "latency_us": max(0, int(completed_at - received_at)),
+        "stage_latency_us": {k: int(v) for k, v in stages.items()},
+        "batch_size": int(batch_size),
+        "numeric_names": list(numeric),
+        "numeric_means": [float(v) for v in numeric.values()],
+        "categorical_names": list(categorical),
+        "categorical_values": [str(v) for v in categorical.values()],
+        "prediction": prediction,
+        "prediction_value": float(prediction_value),
+        "confidence": float(confidence),
+        "status": "error" if error else "ok",
+        "error": error,
+    }
+
+
+class TelemetryEmitter:
+    """Bounded buffer + background Kafka producer for InferenceTelemetry events.
+
+    ``emit`` never blocks and costs a deque append: the event may be passed as
+    a zero-argument callable that builds it, so dict building, the header and
+    Avro encoding all happen on the background thread. That thread wakes every
+    ``drain_interval_s`` instead of on every event (a wake-up per request would
+    compete with the request for the GIL); the served model also shortens the
+    interpreter's switch interval so a request never waits long behind a drain.
+    A full buffer (or a full librdkafka queue) counts the event as dropped.
+    Counters: accepted, dropped, sent, delivered, failed, invalid (refused by
+    the schema or by its builder).
+    """
+
+    def __init__(self, settings: Settings, name: str, *, producer: Any | None = None,
+                 buffer_size: int | None = None, stats_path: Path | None = None,
+                 report_every_s: float = 30.0, drain_interval_s: float = 0.02, start: bool = True,
+                 producer_factory: Callable[[Settings], Any] | None = None):
+        self.settings = settings
+        self.name = name
+        self.topic = settings.topic(INFERENCE_TELEMETRY)
+        self.capacity = buffer_size or settings.triton.telemetry_buffer
+        self._buffer: deque = deque()
+        self._producer = producer
+        self._producer_factory = producer_factory or make_telemetry_producer
+        self._serialize: Callable[[dict[str, Any]], bytes] | None = None
+        self.stats_path = stats_path
+        self.report_every_s = report_every_s
+        self.drain_interval_s = drain_interval_s
+        self.counts = {"accepted": 0, "dropped": 0, "sent": 0, "delivered": 0, "failed": 0, "invalid": 0}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if start:
+            self.start()
+
+    # -- request side -----------------------------------------------------
+    def emit(self, event: dict[str, Any] | Callable[[], dict[str, Any]]) -> bool:
+        """Hand one event (or its builder) over without waiting; False, and counted, when the buffer is full."""
+        if len(self._buffer) >= self.capacity:
+            with self._lock:
+                self.counts["dropped"] += 1
+            return False
+        self._buffer.append(event)  # deque.append is atomic; no lock, no wake-up
+        with self._lock:
+            self.counts["accepted"] += 1
+        return True
+
+    # -- background side --------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"telemetry-{self.name}", daemon=True)
+            self._thread.start()
+
+    def _ensure_producer(self) -> None:
+        if self._producer is None:
+            self._producer = self._producer_factory(self.settings)
+        if self._serialize is None:
+            from infra.kafka.producer import make_codec
+
+            self._serialize = make_codec(self.settings).serializer("InferenceTelemetry")
+
+    def _on_delivery(self, err, _msg) -> None:
+        with self._lock:
+            self.counts["failed" if err is not None else "delivered"] += 1
+
+    def _send(self, item: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
+        try:
+            event = item() if callable(item) else item
+            data = self._serialize(event)
+        except Exception as exc:  # noqa: BLE001 - SerializationError or a failing builder: count, never crash
+            with self._lock:
+                self.counts["invalid"] += 1
+            log.warning("telemetry %s: event dropped as invalid: %s", self.name, exc)
+            return
+        try:
+            self._producer.produce(self.topic, data, event["model_name"].encode(), on_delivery=self._on_delivery)
+        except BufferError:
+            with self._lock:
+                self.counts["dropped"] += 1
+            return
+        with self._lock:
+            self.counts["sent"] += 1
+
+    def _drain(self) -> None:
+        while self._buffer:
+            self._send(self._buffer.popleft())
+        self._producer.poll(0)
+
+    def _run(self) -> None:
+        try:
+            self._ensure_producer()
+        except Exception:  # noqa: BLE001 - telemetry must never take the model down
+            log.exception("telemetry %s: cannot create the Kafka producer; events will be dropped", self.name)
+            self._drain_as_dropped()
+            return
+        next_report = time.monotonic() + self.report_every_s
+        while not self._stop.wait(self.drain_interval_s):
+            try:
+                self._drain()
+            except Exception:  # noqa: BLE001 - keep draining; a dead thread would silently drop everything
+                log.exception("telemetry %s: drain failed", self.name)
+            if time.monotonic() >= next_report:
+                self.report()
+                next_report = time.monotonic() + self.report_every_s
+        self._drain()
+
+    def _drain_as_dropped(self) -> None:
+        while not self._stop.wait(self.drain_interval_s):
+            n = len(self._buffer)
+            for _ in range(n):
+                self._buffer.popleft()
+            with self._lock:
+                self.counts["dropped"] += n
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            out = dict(self.counts)
+        out["queued"] = len(self._buffer)
+        return out
+
+    def report(self) -> dict[str, int]:
+        """Log the counters (a warning when events were dropped or failed) and write the stats file."""
+        s = self.stats()
+        level = logging.WARNING if s["dropped"] or s["failed"] or s["invalid"] else logging.INFO
+        log.log(level, "telemetry %s: %s", self.name, " ".join(f"{k}={v}" for k, v in s.items()))
+        if self.stats_path is not None:
+            try:
+                self.stats_path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.stats_path.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"emitter": self.name, "topic": self.topic, **s, "at": time.time()}))
+                tmp.replace(self.stats_path)
+            except OSError as exc:
+                log.warning("telemetry %s: cannot write %s: %s", self.name, self.stats_path, exc)
+        return s
+
+    def close(self, timeout: float = 10.0) -> dict[str, int]:
+        """Stop accepting, send what is buffered, wait for acknowledgements; returns the final counts."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._producer is not None:
+            remaining = self._producer.flush(timeout)
+            if remaining:
+                with self._lock:
+                    self.counts["failed"] += remaining
+            self._producer = None  # let librdkafka shut down (and stop reconnecting to a dead broker)
+        return self.report()
+
+
+def make_telemetry_producer(settings: Settings):
+    """A throughput-oriented producer: telemetry is best effort, so no idempotence and leader-only acks."""
+    from confluent_kafka import Producer
+
+    from infra.kafka.config import producer_config
+
+    return Producer(producer_config(settings.kafka, **{
+        "enable.idempotence": False, "acks": "1", "linger.ms": 50, "compression.type": "lz4",
+        "queue.buffering.max.messages": max(1000, settings.triton.telemetry_buffer),
+        "message.timeout.ms": 30000,
+        "logger": logging.getLogger("modelbus.serving.telemetry.kafka"),  # librdkafka logs via logging, not stderr
+    }))

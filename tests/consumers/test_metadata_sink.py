@@ -1,0 +1,63 @@
+"""The metadata sink against a real tansu broker and the embedded ClickHouse owner (real processes)."""
+
+from __future__ import annotations
+
+import pytest
+
+from consumers.metadata_sink import build_runner
+from infra.kafka import EventProducer
+from infra.kafka import dlq as D
+from infra.kafka import topics as T
+from schemas.events import child_header, new_header
+
+pytestmark = pytest.mark.stack
+
+
+def chain() -> list[tuple[str, str, dict]]:
+    """(logical topic, event type, value): a dataset push down to a deployment, with lineage headers."""
+    ds = {"header": new_header("producers.sdk"), "name": "churn", "version": "v-123", "uri": "file:///d",
+          "metadata_uri": "file:///d/meta.json", "task": "binary", "label_column": "y",
+          "feature_columns": ["age"], "schema": {"age": "double", "y": "int64"}, "row_count": 10,
+          "checksum": "abc", "statistics": [{"name": "age", "dtype": "double", "count": 10, "mean": 3.0}]}
+    run = {"header": child_header("consumers.training", ds), "run_id": "run-9", "status": "finished",
+           "dataset_name": "churn", "dataset_version": "v-123", "model_name": "churn",
+           "params_json": '{"lr": 0.1}', "metrics": {"test_roc_auc": 0.8}, "environment": {"device": "cpu"}}
+    reg = {"header": child_header("consumers.training", run), "model_name": "churn", "model_version": 4,
+           "run_id": "run-9", "dataset_name": "churn", "dataset_version": "v-123", "artifact_uri": "file:///m/4",
+           "checksum": "m4", "task": "binary", "primary_metric": "roc_auc", "metrics": {"roc_auc": 0.8},
+           "signature_json": "{}"}
+    dep = {"header": child_header("serving.deployer", reg), "model_name": "churn", "model_version": 4,
+           "artifact_uri": "file:///m/4", "checksum": "m4", "repository_uri": "file:///repo", "run_id": "run-9",
+           "dataset_version": "v-123",
+           "checks": [{"name": "beats_baseline:majority", "passed": True, "value": 0.8, "threshold": 0.5}]}
+    return [(T.DATASETS_CREATED, "DatasetCreated", ds), (T.TRAINING_RUNS, "TrainingRunUpdated", run),
+            (T.MODELS_REGISTERED, "ModelRegistered", reg), (T.MODELS_DEPLOYED, "ModelDeployed", dep)]
+
+
+def test_lifecycle_events_land_in_tables_and_lineage_view(sink_settings, ch, read_topic):
+    s = sink_settings
+    events = chain()
+    p = EventProducer(s, name="tests")
+    for topic, event_type, value in events:
+        p.send(s.topic(topic), event_type, value, key="churn")
+    p.send(s.topic(T.MODELS_REGISTERED), "ModelRegistered", events[2][2], key="churn")   # redelivered copy
+    p.send_raw(s.topic(T.DATASETS_CREATED), b"\xc3\x01garbage!!", b"churn")
+    p.flush(30)
+
+    stats = build_runner(s, ch, group_id="meta-test").run(idle_timeout=4.0)
+
+    assert stats.processed == 5 and stats.dead_lettered == 1
+    rows = ch.query_rows("SELECT * FROM v_model_lineage")
+    assert len(rows) == 1
+    row = rows[0]
+    ds, run, reg, dep = (v for _, _, v in events)
+    assert (row["model_name"], row["model_version"], row["run_id"]) == ("churn", 4, "run-9")
+    assert row["deployment_event_id"] == dep["header"]["event_id"]
+    assert row["model_event_id"] == reg["header"]["event_id"]
+    assert row["params_json"] == '{"lr": 0.1}' and row["run_status"] == "finished"
+    assert (row["dataset_version"], row["dataset_event_id"]) == ("v-123", ds["header"]["event_id"])
+    assert row["correlation_id"] == ds["header"]["correlation_id"]           # one causal chain end to end
+    assert ch.query_rows("SELECT count() AS n FROM models FINAL") == [{"n": 1}]
+    assert ch.query_rows("SELECT column, mean FROM column_stats FINAL") == [{"column": "age", "mean": 3.0}]
+    dlq = read_topic(s, T.dlq_name(s.topic(T.DATASETS_CREATED)), 1)
+    assert dict(dlq[0].headers())[D.H_REASON] == b"undecodable"

@@ -1,0 +1,148 @@
+"""``modelbus train --wait``: follow a run (or a search) live from its TrainingRunUpdated events.
+
+The follower reads the topics from their current end by manual assignment
+(no consumer group, nothing committed), and is positioned *before* the request
+is published, so not a single update of the run can be missed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, Iterator
+
+from confluent_kafka import Consumer, TopicPartition
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from infra.errors import ModelBusError
+from infra.kafka import topics as T
+from infra.kafka.config import consumer_config
+from infra.settings import Settings
+from schemas.codec import AvroCodec, SerializationError
+
+
+class FollowTimeout(ModelBusError):
+    """The run did not finish within --timeout (it goes on; follow it with `modelbus runs show`)."""
+
+
+class Follower:
+    """Decoded TrainingRunUpdated / ModelRegistered events published after it was created."""
+
+    def __init__(self, settings: Settings, timeout: float = 10.0):
+        self.codec = AvroCodec()
+        self.consumer = Consumer(consumer_config(settings.kafka, f"modelbus-cli-{uuid.uuid4().hex[:8]}"))
+        tps = []
+        for logical in (T.TRAINING_RUNS, T.MODELS_REGISTERED):
+            topic = settings.topic(logical)
+            meta = self.consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+            if meta is None or meta.error is not None or not meta.partitions:
+                raise ModelBusError(f"topic {topic} does not exist; is the stack up (`modelbus up`)?")
+            for p in meta.partitions:
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+                tps.append(TopicPartition(topic, p, high))
+        self.consumer.assign(tps)
+
+    def events(self, poll_s: float = 0.5) -> Iterator[tuple[str, dict[str, Any]] | None]:
+        """Yields (event type, value), or None after each quiet poll so callers can check deadlines."""
+        while True:
+            msgs = [m for m in self.consumer.consume(100, poll_s) if m.error() is None]
+            if not msgs:
+                yield None
+            for m in msgs:
+                try:
+                    d = self.codec.decode(m.value())
+                except SerializationError:
+                    continue   # not ours to judge; the sinks dead-letter it
+                yield d.event_type, d.value
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=False)
+
+
+def _epoch_text(v: dict[str, Any], total: int | None) -> str:
+    m = v["metrics"]
+    parts = [f"epoch {v['epoch']}" + (f"/{total}" if total else "")]
+    parts += [f"{k}={m[k]:.4g}" for k in ("train_loss", "val_loss", "val_accuracy") if k in m]
+    return " ".join(parts)
+
+
+def follow(follower: Follower, console: Console, *, request_id: str, search_id: str | None = None,
+           n_trials: int = 0, final_request_id: str | None = None, timeout: float | None = None) -> int:
+    """Show the run's (or search's) progress until it finishes (0) or fails (1)."""
+    from trainer.cli_runs import _metrics_table
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    target = request_id if search_id is None else final_request_id
+    finished: dict[str, Any] | None = None
+    with _progress(console) as progress:
+        bar = progress.add_task(f"search {search_id[:8]}: trials" if search_id else "waiting for a trainer",
+                                total=n_trials or None)
+        epochs_total: int | None = None
+        told: set[int] = set()
+        for item in follower.events():
+            if deadline is not None and time.monotonic() > deadline:
+                raise FollowTimeout(f"gave up waiting after {timeout:.0f}s; the run goes on")
+            if item is None:
+                if finished is not None and time.monotonic() > finished["_wait_model_until"]:
+                    break
+                continue
+            kind, v = item
+            if kind == "ModelRegistered":
+                if finished is not None and v["run_id"] == finished["run_id"]:
+                    progress.console.print(f"[green]registered[/] {v['model_name']} v{v['model_version']} "
+                                           f"({v['primary_metric']}={v['metrics'].get(v['primary_metric'], 0):.4g})"
+                                           f" at {v['artifact_uri']}")
+                    break
+                continue
+            if kind != "TrainingRunUpdated":
+                continue
+            if search_id and v["run_id"] == f"search-{search_id}":   # the search's summary
+                if v["status"] == "failed":
+                    progress.console.print(f"[red]search failed:[/] {v['failure_reason']}")
+                    return 1
+                best = json.loads(v["params_json"]).get("best_params")
+                progress.console.print(f"best trial #{v['trial_number']}: {best}; training the final model")
+                progress.update(bar, description="final run", completed=0, total=None)
+                continue
+            if search_id and v.get("search_id") == search_id and v.get("trial_number") is not None:
+                if v["status"] in ("finished", "failed") and v["trial_number"] not in told:
+                    told.add(v["trial_number"])
+                    progress.advance(bar)
+                    what = ("[green]finished[/] val_loss=" + f"{v['metrics'].get('best_val_loss', float('nan')):.4g}"
+                            if v["status"] == "finished" else f"[red]failed[/]: {v['failure_reason']}")
+                    progress.console.print(f"trial #{v['trial_number']} {what}")
+                continue
+            if v.get("request_id") != target:
+                continue
+            status = v["status"]
+            if status == "started":
+                epochs_total = json.loads(v["params_json"]).get("epochs")
+                progress.update(bar, description=f"run {v['run_id']} attempt {v['attempt']}", total=epochs_total,
+                                completed=0)
+            elif status == "epoch":
+                progress.update(bar, completed=v["epoch"], description=_epoch_text(v, epochs_total))
+            elif status == "failed":
+                if "(will be retried)" in (v.get("failure_reason") or ""):
+                    progress.console.print(f"[yellow]attempt {v['attempt']} failed, retrying:[/] {v['failure_reason']}")
+                    continue
+                progress.console.print(f"[red]run {v['run_id']} failed:[/] {v['failure_reason']}")
+                return 1
+            elif status == "finished":
+                progress.update(bar, completed=epochs_total or 1, total=epochs_total or 1,
+                                description=f"run {v['run_id']} finished")
+                finished = {**v, "_wait_model_until": time.monotonic() + 10.0}
+                if not json.loads(v["params_json"] or "{}").get("register_model", True):
+                    break
+    if finished is not None:
+        console.print(_metrics_table(finished["metrics"]))
+        uris = finished.get("artifact_uris") or {}
+        if "artifact" in uris:
+            console.print(f"artifact: {uris['artifact']}")
+    return 0

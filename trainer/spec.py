@@ -1,0 +1,154 @@
+"""What to train (``TrainingSpec``) and on what (``DatasetInfo``).
+
+Both are frozen pydantic models so that they travel as JSON in events
+(``TrainingRequested.spec_json``, ``DatasetCreated``) and hash stably: the run id
+of a logical run derives from the dataset version and ``spec_hash()``, so the
+same request seen twice maps to the same run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trainer.errors import TrainerError
+
+Task = Literal["binary", "multiclass", "regression"]
+
+
+class TrainingSpec(BaseModel):
+    """Hyperparameters and run options of one training run.
+
+    Unknown keys are rejected so that a typo in a request fails loudly instead of
+    silently training with defaults.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: Literal["mlp", "cnn", "auto"] = Field("auto", description="Network; auto: cnn for images, mlp otherwise.")
+    hidden_sizes: tuple[int, ...] = Field((128, 64), description="Hidden layer widths of the MLP / CNN head.")
+    cnn_channels: tuple[int, ...] = Field((16, 32), description="Channels of the CNN's conv blocks.")
+    embedding_dim: int | None = Field(None, ge=1, description="Embedding width of categoricals; None: by cardinality.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    epochs: int = Field(20, ge=1, le=10_000)
+    batch_size: int = Field(256, ge=1, description="Rows per step and per process (DDP).")
+    lr: float = Field(1e-3, gt=0.0, description="Peak learning rate.")
+    weight_decay: float = Field(1e-4, ge=0.0)
+    lr_schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    grad_clip: float | None = Field(1.0, gt=0.0, description="Max gradient norm; None: no clipping.")
+    early_stopping_patience: int | None = Field(
+        5, ge=1, description="Epochs without validation-loss improvement before stopping; None: never."
+    )
+    seed: int = Field(0, ge=0, lt=2**31)
+    val_fraction: float = Field(0.15, gt=0.0, lt=1.0)
+    test_fraction: float = Field(0.15, gt=0.0, lt=1.0)
+    world_size: int = Field(1, ge=1, le=64, description="Processes of distributed data-parallel training.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(True, description="Mixed precision on CUDA (ignored on CPU).")
+    model_name: str | None = Field(None, description="Registered model name; None: the dataset name.")
+    min_rows: int = Field(30, ge=3, description="Fewer rows than this fail the run.")
+    min_rows_per_class: int = Field(5, ge=1, description="Classes with fewer rows fail the run.")
+    min_slice_rows: int = Field(10, ge=1, description="Slices with fewer test rows get counts only, no metrics.")
+    check_leakage: bool = Field(True, description="Fail when a feature alone perfectly predicts the label.")
+    register_model: bool = Field(True, description="Register the model (ModelRegistered); search trials set false.")
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_rows(self) -> "TrainingSpec":
+        if self.val_fraction + self.test_fraction > 0.8:
+            raise ValueError("val_fraction + test_fraction must leave at least 20% of rows for training")
+        if any(h < 1 for h in self.hidden_sizes) or any(c < 1 for c in self.cnn_channels):
+            raise ValueError("hidden_sizes and cnn_channels must be positive")
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "TrainingSpec":
+        """Parse a spec; a malformed one raises ``TrainerError`` naming the bad fields."""
+        try:
+            return cls.model_validate_json(text or "{}")
+        except ValidationError as exc:
+            raise TrainerError(f"invalid training spec: {_errors(exc)}") from exc
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainingSpec":
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            raise TrainerError(f"invalid training spec: {_errors(exc)}") from exc
+
+    def spec_hash(self) -> str:
+        """Hex digest identifying the spec.
+
+        Only fields that differ from their defaults enter the hash, so adding a
+        new field with a default later does not change the ids of existing runs.
+        """
+        payload = json.dumps(self.model_dump(mode="json", exclude_defaults=True), sort_keys=True,
+                             separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class DatasetInfo(BaseModel):
+    """How to read a dataset: task, label, inputs, slices and time order."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task: Task
+    label_column: str
+    feature_columns: tuple[str, ...] = Field(..., min_length=1)
+    slice_columns: tuple[str, ...] = ()
+    time_column: str | None = None
+    image_shape: tuple[int, ...] = Field((), description="Per-sample shape of image arrays; empty for tabular.")
+    name: str = "dataset"
+    version: str = ""
+
+    @field_validator("image_shape")
+    @classmethod
+    def _image_shape_is_2d_or_3d(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if v and (len(v) not in (2, 3) or any(d < 1 for d in v)):
+            raise ValueError("image_shape must be [H, W] or [C, H, W] with positive sizes")
+        return v
+
+    @model_validator(mode="after")
+    def _columns_are_consistent(self) -> "DatasetInfo":
+        if self.label_column in self.feature_columns:
+            raise ValueError(f"label column {self.label_column!r} is also listed as a feature")
+        if len(set(self.feature_columns)) != len(self.feature_columns):
+            raise ValueError("feature_columns has duplicates")
+        if self.image_shape and len(self.feature_columns) != 1:
+            raise ValueError("an image dataset has exactly one feature column (the image arrays)")
+        return self
+
+    @property
+    def is_image(self) -> bool:
+        return bool(self.image_shape)
+
+    @classmethod
+    def from_event(cls, event: Mapping[str, Any]) -> "DatasetInfo":
+        """Build from a decoded ``DatasetCreated`` value; a bad one raises ``TrainerError``."""
+        try:
+            return cls(
+                task=event["task"], label_column=event["label_column"],
+                feature_columns=tuple(event["feature_columns"]),
+                slice_columns=tuple(event.get("slice_columns") or ()),
+                time_column=event.get("time_column"), image_shape=tuple(event.get("image_shape") or ()),
+                name=event["name"], version=event["version"],
+            )
+        except (KeyError, TypeError) as exc:
+            raise TrainerError(f"DatasetCreated event lacks a field: {exc}") from exc
+        except ValidationError as exc:
+            raise TrainerError(f"invalid dataset description: {_errors(exc)}") from exc
+
+
+def make_run_id(info: DatasetInfo, spec: TrainingSpec) -> str:
+    """Deterministic id of the logical run (dataset name and version, spec)."""
+    digest = hashlib.sha256(f"{info.name}\0{info.version}\0{spec.spec_hash()}".encode()).hexdigest()[:16]
+    return f"{info.name}-{digest}"
+
+
+def _errors(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors())
