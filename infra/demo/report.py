@@ -62,10 +62,10 @@ def _model_summary(reg: dict) -> dict:
 
 def _dashboard(settings: Settings, store, model: str) -> str:
     """Writes the self-contained dashboard page and returns its path."""
-    from infra.dashboard import write_dashboard
+    from infra.dashboard import Filters, render_page
 
     path = settings.data_dir / "dashboard.html"
-    write_dashboard(store, path, model=model)
+    path.write_text(render_page(store, Filters.parse(f"model={model}&range=1h"), static=True))
     return str(path)
 
 
