@@ -65,7 +65,7 @@ def _dashboard(settings: Settings, store, model: str) -> str:
     from infra.dashboard import Filters, render_page
 
     path = settings.data_dir / "dashboard.html"
-    path.write_text(render_page(store, Filters.parse(f"model={model}&range=1h"), static=True))
+    path.write_text(render_page(store, Filters.parse({"model": model, "range": "1h"}), static=True))
     return str(path)
 
 
