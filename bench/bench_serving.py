@@ -258,7 +258,8 @@ def run(quick: bool = False) -> list[dict]:
         local = in_process(work / "inproc" / "model.pt", n * 3)
         with modelbus_server(work) as mb_url, pytriton_server(work) as pt_url:
             on, off = [], []
-            for _ in range(rounds):  # telemetry cost: same server, interleaved on/off blocks
+            blocks = 4 * rounds
+            for _ in range(blocks):  # telemetry cost: same server, many short interleaved on/off blocks
                 off.extend(sequential_latency(mb_url, MODEL + "_off", n // rounds))
                 on.extend(sequential_latency(mb_url, MODEL, n // rounds))
             figures = measure({"mb": (mb_url, MODEL), "pt": (pt_url, MODEL)}, n, duration_s, rounds)

@@ -2,11 +2,10 @@
 
 The served model hands each event (or a closure that builds it) to a bounded
 buffer and returns; a daemon thread owning a Kafka producer builds, encodes
-and sends. When Kafka is slow or down
-the queue fills and further events are dropped and *counted* rather than
-slowing inference: serving traffic matters more than a complete telemetry
-record, and the counts (logged periodically and written to a small stats file)
-say exactly how incomplete it is.
+and sends. When Kafka is slow or down the buffer fills and further events are
+dropped and *counted* rather than slowing inference: serving traffic matters
+more than a complete telemetry record, and the counts (logged periodically and
+written to a small stats file) say exactly how incomplete it is.
 """
 
 from __future__ import annotations
@@ -40,9 +39,10 @@ def telemetry_event(*, request_id: str, model_name: str, model_version: int, rec
     """An InferenceTelemetry value (times in microseconds since the epoch)."""
     numeric = numeric or {}
     categorical = categorical or {}
+    header = new_header(PRODUCER_NAME, correlation_id=request_id or None)
     return {
-        "header": new_header(PRODUCER_NAME, correlation_id=request_id or None),
-        "request_id": request_id,
+        "header": header,
+        "request_id": request_id or header["event_id"],  # a request without an id is named by its event
         "model_name": model_name,
         "model_version": int(model_version),
         "received_at": int(received_at),
@@ -91,7 +91,7 @@ class TelemetryEmitter:
         self.stats_path = stats_path
         self.report_every_s = report_every_s
         self.drain_interval_s = drain_interval_s
-        self.counts = {"accepted": 0, "dropped": 0, "sent": 0, "delivered": 0, "failed": 0, "invalid": 0}
+        self.counts = {"accepted": 0, "dropped": 0, "sent": 0, "failed": 0, "invalid": 0}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -125,8 +125,10 @@ class TelemetryEmitter:
             self._serialize = make_codec(self.settings).serializer("InferenceTelemetry")
 
     def _on_delivery(self, err, _msg) -> None:
-        with self._lock:
-            self.counts["failed" if err is not None else "delivered"] += 1
+        # Only failures are reported (delivery.report.only.error): no Python callback per event.
+        if err is not None:
+            with self._lock:
+                self.counts["failed"] += 1
 
     def _send(self, item: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
         try:
@@ -178,8 +180,12 @@ class TelemetryEmitter:
                 self.counts["dropped"] += n
 
     def stats(self) -> dict[str, int]:
+        """Counters; ``delivered`` = sent, minus failed, minus still in the producer's queue."""
         with self._lock:
             out = dict(self.counts)
+        producer = self._producer
+        in_flight = len(producer) if producer is not None and hasattr(producer, "__len__") else 0
+        out["delivered"] = max(0, out["sent"] - out["failed"] - in_flight)
         out["queued"] = len(self._buffer)
         return out
 
@@ -222,5 +228,6 @@ def make_telemetry_producer(settings: Settings):
         "enable.idempotence": False, "acks": "1", "linger.ms": 50, "compression.type": "lz4",
         "queue.buffering.max.messages": max(1000, settings.triton.telemetry_buffer),
         "message.timeout.ms": 30000,
+        "delivery.report.only.error": True,
         "logger": logging.getLogger("modelbus.serving.telemetry.kafka"),  # librdkafka logs via logging, not stderr
     }))

@@ -15,7 +15,6 @@ import json
 import logging
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -217,7 +216,7 @@ class TritonPythonModel:
     def _event(self, request_id, received, completed, stages, n, numeric, categorical, outs, error) -> dict:
         pred, value, conf = self._first_prediction(outs) if outs is not None else ("", 0.0, 0.0)
         return telemetry_event(
-            request_id=request_id or uuid.uuid4().hex, model_name=self.model_name, model_version=self.model_version,
+            request_id=request_id, model_name=self.model_name, model_version=self.model_version,
             received_at=received, completed_at=completed, stages=stages, batch_size=n,
             numeric={k: v for k, v in numeric if v == v},
             categorical={k: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for k, v in categorical},
