@@ -22,6 +22,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
+from consumers.training.events import RETRY_NOTE
 from infra.errors import ModelBusError
 from schemas.events import new_header
 
@@ -166,6 +167,8 @@ def tell(state: dict[str, Any], update: dict[str, Any]) -> bool:
         return False
     if t["state"] == "complete" or (t["state"] == "fail" and update["status"] == "failed"):
         return False
+    if update["status"] == "failed" and (update.get("failure_reason") or "").startswith(RETRY_NOTE):
+        return False   # the training consumer retries that event; its final outcome is still to come
     t["run_id"] = update["run_id"]
     if update["status"] == "finished":
         value = (update.get("metrics") or {}).get(state["metric"])
@@ -193,7 +196,9 @@ def plan(state: dict[str, Any]) -> list[tuple[str, str, str, dict]]:
         asked = ask(state, n)
         trials[str(n)] = {**asked, "state": "running", "value": None, "run_id": None, "reason": None}
         running += 1
-        out.append(("training.requested", "TrainingRequested", state["dataset_name"], trial_request(state, n)))
+        # keyed per trial, not by dataset: the trials spread over partitions, so several consumers run them
+        out.append(("training.requested", "TrainingRequested", trial_request_id(state["search_id"], n),
+                    trial_request(state, n)))
     if len(trials) < state["n_trials"] or running:
         return out
     done = [(int(k), t) for k, t in trials.items() if t["state"] == "complete"]

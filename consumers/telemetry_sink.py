@@ -99,7 +99,10 @@ class TelemetrySink:
         self._first_at = 0.0
         self._assigned: set[int] = set()
         self._stop = threading.Event()
-        self._consumer = Consumer(consumer_config(settings.kafka, group_id, **(consumer_overrides or {})))
+        # Short fetch waits: a batch is cut every max_wait_s anyway, and some brokers (tansu) hold a fetch
+        # for the full fetch.wait.max.ms (default 500 ms) even when data is there, which would be pure lag.
+        conf = {"fetch.wait.max.ms": 50, **(consumer_overrides or {})}
+        self._consumer = Consumer(consumer_config(settings.kafka, group_id, **conf))
 
     def stop(self) -> None:
         self._stop.set()

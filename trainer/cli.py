@@ -112,6 +112,13 @@ def _store():
     return connect(load_settings())
 
 
+def _registry():
+    from infra.settings import load_settings
+    from producers.datasets.registry import registry_from_settings
+
+    return registry_from_settings(load_settings())
+
+
 @runs_app.command("list")
 def list_runs(dataset: Optional[str] = typer.Option(None, "--dataset", help="only runs on this dataset"),
               limit: int = typer.Option(50, "--limit", min=1, max=10000)) -> None:
@@ -132,7 +139,7 @@ def show(run_id: str = typer.Argument(..., help="run id or a unique prefix")) ->
     from trainer import cli_runs
 
     with _store() as store:
-        rec = cli_runs.load_run(store, run_id)
+        rec = cli_runs.load_run(store, run_id, _registry())
     cli_runs.print_group(console, cli_runs.show_run(rec))
 
 
@@ -143,5 +150,6 @@ def compare(run_a: str = typer.Argument(..., help="first run (id or prefix)"),
     from trainer import cli_runs
 
     with _store() as store:
-        a, b = cli_runs.load_run(store, run_a), cli_runs.load_run(store, run_b)
+        registry = _registry()
+        a, b = cli_runs.load_run(store, run_a, registry), cli_runs.load_run(store, run_b, registry)
     cli_runs.print_group(console, cli_runs.compare_runs(a, b))

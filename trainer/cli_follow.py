@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, TopicPartition
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from consumers.training.events import RETRY_NOTE
 from infra.errors import ModelBusError
 from infra.kafka import topics as T
 from infra.kafka.config import consumer_config
@@ -86,6 +87,7 @@ def follow(follower: Follower, console: Console, *, request_id: str, search_id: 
                                 total=n_trials or None)
         epochs_total: int | None = None
         told: set[int] = set()
+        models: dict[str, dict[str, Any]] = {}
         for item in follower.events():
             if deadline is not None and time.monotonic() > deadline:
                 raise FollowTimeout(f"gave up waiting after {timeout:.0f}s; the run goes on")
@@ -94,11 +96,9 @@ def follow(follower: Follower, console: Console, *, request_id: str, search_id: 
                     break
                 continue
             kind, v = item
-            if kind == "ModelRegistered":
+            if kind == "ModelRegistered":   # may come before the finished update: another topic, no order
+                models[v["run_id"]] = v
                 if finished is not None and v["run_id"] == finished["run_id"]:
-                    progress.console.print(f"[green]registered[/] {v['model_name']} v{v['model_version']} "
-                                           f"({v['primary_metric']}={v['metrics'].get(v['primary_metric'], 0):.4g})"
-                                           f" at {v['artifact_uri']}")
                     break
                 continue
             if kind != "TrainingRunUpdated":
@@ -129,7 +129,7 @@ def follow(follower: Follower, console: Console, *, request_id: str, search_id: 
             elif status == "epoch":
                 progress.update(bar, completed=v["epoch"], description=_epoch_text(v, epochs_total))
             elif status == "failed":
-                if "(will be retried)" in (v.get("failure_reason") or ""):
+                if (v.get("failure_reason") or "").startswith(RETRY_NOTE):
                     progress.console.print(f"[yellow]attempt {v['attempt']} failed, retrying:[/] {v['failure_reason']}")
                     continue
                 progress.console.print(f"[red]run {v['run_id']} failed:[/] {v['failure_reason']}")
@@ -138,11 +138,15 @@ def follow(follower: Follower, console: Console, *, request_id: str, search_id: 
                 progress.update(bar, completed=epochs_total or 1, total=epochs_total or 1,
                                 description=f"run {v['run_id']} finished")
                 finished = {**v, "_wait_model_until": time.monotonic() + 10.0}
-                if not json.loads(v["params_json"] or "{}").get("register_model", True):
+                if v["run_id"] in models or not json.loads(v["params_json"] or "{}").get("register_model", True):
                     break
     if finished is not None:
         console.print(_metrics_table(finished["metrics"]))
-        uris = finished.get("artifact_uris") or {}
-        if "artifact" in uris:
-            console.print(f"artifact: {uris['artifact']}")
+        reg = models.get(finished["run_id"])
+        if reg is not None:
+            console.print(f"[green]registered[/] {reg['model_name']} v{reg['model_version']} "
+                          f"({reg['primary_metric']}={reg['metrics'].get(reg['primary_metric'], float('nan')):.4g})"
+                          f" at {reg['artifact_uri']}")
+        elif (finished.get("artifact_uris") or {}).get("artifact"):
+            console.print(f"artifact: {finished['artifact_uris']['artifact']}")
     return 0

@@ -19,23 +19,22 @@ from infra.errors import ModelBusError
 
 _RUNS_SQL = """
 SELECT run_id,
-       argMax(status, event_time)          AS status,
-       max(attempt)                        AS attempts,
-       any(dataset_name)                   AS dataset_name,
-       argMax(dataset_version, event_time) AS dataset_version,
-       argMax(model_name, event_time)      AS model_name,
-       min(event_time)                     AS first_seen,
-       max(event_time)                     AS last_seen,
-       argMaxIf(metrics, event_time, status IN ('finished', 'failed')) AS final_metrics,
-       argMaxIf(duration_s, event_time, status IN ('finished', 'failed')) AS duration_s,
-       any(search_id)                      AS search_id,
-       any(trial_number)                   AS trial_number
-FROM training_runs FINAL
-WHERE {where}
+       argMax(status, event_time)          AS status_,
+       max(attempt)                        AS attempts_,
+       any(dataset_name)                   AS dataset_name_,
+       argMax(dataset_version, event_time) AS dataset_version_,
+       argMax(model_name, event_time)      AS model_name_,
+       min(event_time)                     AS first_seen_,
+       max(event_time)                     AS last_seen_,
+       argMaxIf(metrics, event_time, status IN ('finished', 'failed'))    AS final_metrics_,
+       argMaxIf(duration_s, event_time, status IN ('finished', 'failed')) AS duration_s_,
+       any(search_id)                      AS search_id_,
+       any(trial_number)                   AS trial_number_
+FROM (SELECT * FROM training_runs FINAL WHERE {where})
 GROUP BY run_id
-ORDER BY first_seen DESC
+ORDER BY first_seen_ DESC
 LIMIT {limit:UInt32}
-"""
+"""  # aliases end in '_' so they never shadow the columns they aggregate
 
 _MODELS_SQL = """
 SELECT run_id, model_name, model_version, primary_metric, higher_is_better, metrics, baseline_metrics,
@@ -80,11 +79,15 @@ class RunRecord:
 def list_runs(store, dataset: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     where = "dataset_name = {dataset:String}" if dataset else "1"
     params: dict[str, Any] = {"limit": limit, **({"dataset": dataset} if dataset else {})}
-    rows = store.query_rows(_RUNS_SQL.replace("{where}", where), params)
+    rows = [_plain(r) for r in store.query_rows(_RUNS_SQL.replace("{where}", where), params)]
     models = _models(store, [r["run_id"] for r in rows])
     for r in rows:
         r["model"] = models.get(r["run_id"])
     return rows
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    return {k.removesuffix("_"): v for k, v in row.items()}
 
 
 def _models(store, run_ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -106,22 +109,36 @@ def resolve_run_id(store, prefix: str) -> str:
     return ids[0]
 
 
-def load_run(store, prefix: str) -> RunRecord:
+def load_run(store, prefix: str, registry: Any = None) -> RunRecord:
+    """A run's events, summary, model and dataset; the dataset comes from the artifact store's registry
+    (``registry``) when ClickHouse has no DatasetCreated row for it (a version that was never announced)."""
     run_id = resolve_run_id(store, prefix)
-    summary = store.query_rows(_RUNS_SQL.replace("{where}", "run_id = {run:String}"), {"run": run_id, "limit": 1})[0]
+    summary = _plain(store.query_rows(_RUNS_SQL.replace("{where}", "run_id = {run:String}"),
+                                      {"run": run_id, "limit": 1})[0])
     events = store.query_rows("SELECT * FROM training_runs FINAL WHERE run_id = {run:String} "
                               "ORDER BY event_time, attempt", {"run": run_id})
     rec = RunRecord(summary=summary, events=events, model=_models(store, [run_id]).get(run_id))
     ds = store.query_rows("SELECT name, version, uri, checksum, row_count, size_bytes, event_time FROM datasets FINAL "
                           "WHERE name = {n:String} AND version = {v:String} ORDER BY event_time LIMIT 1",
                           {"n": summary["dataset_name"], "v": summary["dataset_version"]})
-    rec.dataset = ds[0] if ds else None
+    rec.dataset = ds[0] if ds else _from_registry(registry, summary["dataset_name"], summary["dataset_version"])
     with_params = [e for e in events if e["params_json"] not in ("", "{}")]
     try:
         rec.params = json.loads((rec.final or (with_params[-1] if with_params else events[-1]))["params_json"])
     except ValueError:
         rec.params = {}
     return rec
+
+
+def _from_registry(registry: Any, name: str, version: str) -> dict[str, Any] | None:
+    if registry is None or not version:
+        return None
+    try:
+        m = registry.get(f"{name}@{version}").metadata
+    except ModelBusError:
+        return None
+    return {"name": name, "version": version, "uri": m.get("uri"), "checksum": m.get("checksum"),
+            "row_count": m.get("row_count"), "size_bytes": m.get("size_bytes"), "event_time": m.get("created_at")}
 
 
 # -- rendering --------------------------------------------------------------------------------------------------
@@ -234,13 +251,16 @@ def compare_runs(a: RunRecord, b: RunRecord) -> Group:
         t.add_column("", style="bold")
         t.add_column(a.summary["run_id"], overflow="fold")
         t.add_column(b.summary["run_id"], overflow="fold")
+        hidden = 0
         for k in sorted(set(left) | set(right), key=str):
             lv, rv = left.get(k), right.get(k)
             same = _fmt(lv) == _fmt(rv)
             if only_diff and same:
+                hidden += 1
                 continue
-            style = "" if same else "yellow"
-            t.add_row(str(k), _fmt(lv), _fmt(rv), style=style)
+            t.add_row(str(k), _fmt(lv), _fmt(rv), style="" if same else "yellow")
+        if hidden:
+            t.caption = f"{hidden} identical {'entries' if t.row_count else 'entries: nothing differs'} not shown"
         return t
 
     def facts(r: RunRecord) -> dict[str, Any]:
@@ -258,9 +278,10 @@ def compare_runs(a: RunRecord, b: RunRecord) -> Group:
         va, vb = ma.get(k), mb.get(k)
         delta = vb - va if isinstance(va, float) and isinstance(vb, float) else None
         metrics.add_row(k, _fmt(va), _fmt(vb), _fmt(delta), style="" if not delta else "yellow")
-    pa = {k: v for k, v in a.params.items() if k != "warnings"}
-    pb = {k: v for k, v in b.params.items() if k != "warnings"}
-    return Group(table("run", facts(a), facts(b)), table("parameters", pa, pb),
+    noise = ("warnings", "attempt", "resumed_from_shared_checkpoint")   # facts of an attempt, not parameters
+    pa = {k: v for k, v in a.params.items() if k not in noise}
+    pb = {k: v for k, v in b.params.items() if k not in noise}
+    return Group(table("run", facts(a), facts(b)), table("parameters (differences)", pa, pb, only_diff=True),
                  table("environment (differences)", dict(a.latest.get("environment") or {}),
                        dict(b.latest.get("environment") or {}), only_diff=True), metrics)
 

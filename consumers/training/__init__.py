@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import logging
 
-from infra.errors import FatalError
 from infra.kafka import ConsumerRunner, EventProducer
 from infra.kafka import topics as T
 from infra.settings import Settings
 from infra.storage import ArtifactStore
 
 from consumers.training.events import PRODUCER
-from consumers.training.handler import TrainingHandler
+from consumers.training.handler import Interrupted, TrainingHandler
 
 GROUP = "modelbus.training"
 EVENT_TYPES = ("DatasetCreated", "TrainingRequested")
@@ -38,6 +37,7 @@ def build_runner(settings: Settings, store: ArtifactStore, producer: EventProduc
                             handler=handler, name="training", producer=producer, max_batch=1,
                             expected_types=EVENT_TYPES, **runner_kw)
     handler.stopping = lambda: runner.stopping
+    handler.max_attempts = runner.max_attempts
     return runner
 
 
@@ -57,9 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     runner = build_runner(settings, store_from_settings(settings), producer, group_id=args.group)
     try:
         stats = runner.run(max_events=args.max_events, idle_timeout=args.idle_timeout)
-    except FatalError as exc:
-        if not runner.stopping or "stopping" not in str(exc):
-            raise
+    except Interrupted as exc:   # SIGTERM mid-run: nothing is lost, the next consumer resumes
         log.info("%s", exc)
         return
     log.info("training consumer stopped: %s", stats)

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 from schemas.events import child_header
 
 PRODUCER = "consumers.training"
+RETRY_NOTE = "transient failure, the event will be retried:"   # starts the reason of a non-final failed attempt
 _NAMESPACE = uuid.UUID("6f0d8a52-8f4e-4a59-9a57-2f3c1b7e9d10")
 
 

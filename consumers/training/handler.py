@@ -44,6 +44,10 @@ log = logging.getLogger("modelbus.consumers.training")
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
+class Interrupted(FatalError):
+    """The consumer is stopping mid-run: the event stays uncommitted and the next consumer resumes the run."""
+
+
 class TrainingHandler:
     """``ConsumerRunner`` handler for DatasetCreated and TrainingRequested."""
 
@@ -58,6 +62,8 @@ class TrainingHandler:
         self.jobs = JobResolver(settings, store)
         self.runs_topic = settings.topic(T.TRAINING_RUNS)
         self.models_topic = settings.topic(T.MODELS_REGISTERED)
+        self.max_attempts = 1          # the runner's, set by build_runner: tells a retried failure from the last
+        self._tries: dict[str, int] = {}
 
     # -- entry --------------------------------------------------------------
     def __call__(self, env: Envelope) -> None:
@@ -74,38 +80,49 @@ class TrainingHandler:
                                       on_wait=lambda who, n: log.info("run %s attempt %d is held by %s; waiting",
                                                                       job.run_id, n, who))
         except RunAborted as exc:
-            raise FatalError(str(exc)) from exc
+            raise Interrupted(str(exc)) from exc
         if not isinstance(got, Claim):
             self._answer_done(job, got)
             raise SkipEvent(f"run {job.run_id} is done ({got.get('model_name')} v{got.get('model_version')})")
-        self._run_claimed(job, got)
+        tries = self._tries[env.event_id] = self._tries.get(env.event_id, 0) + 1
+        last_try = tries >= self.max_attempts
+        try:
+            self._run_claimed(job, got, last_try=last_try)
+        except Exception as exc:
+            if last_try or isinstance(exc, (SkipEvent, FatalError)):   # no retry of this event follows
+                self._tries.pop(env.event_id, None)
+            raise
+        self._tries.pop(env.event_id, None)
 
-    def _run_claimed(self, job: Job, claim: Claim) -> None:
+    def _run_claimed(self, job: Job, claim: Claim, *, last_try: bool) -> None:
         t0 = time.perf_counter()
         with Heartbeat(self.ledger, claim) as hb:
-            outcome = self.ledger.outcome(job.run_id)
-            if outcome is not None:   # a previous attempt stored its events, maybe without sending them
-                self._republish(job, claim, outcome)
-                return
             try:
+                outcome = self.ledger.outcome(job.run_id)
+                if outcome is not None:   # a previous attempt stored its events, maybe without sending them
+                    self._republish(job, claim, outcome)
+                    return
                 self._train(job, claim, hb, t0)
             except TrainingStopped as exc:
                 if hb.lost.is_set():
                     raise SkipEvent(f"run {job.run_id} attempt {claim.attempt} was taken over") from exc
                 self.ledger.release(claim)
-                raise FatalError(f"stopping: run {job.run_id} interrupted; its checkpoint lets the next "
-                                 "consumer resume") from exc
-            except (SkipEvent, DeliveryError):
+                raise Interrupted(f"stopping: run {job.run_id} interrupted; its checkpoint lets the next "
+                                  "consumer resume") from exc
+            except SkipEvent:
+                raise
+            except DeliveryError:   # the broker did not take the events: the retry re-sends the saved outcome
+                self.ledger.release(claim)
                 raise
             except CheckpointError as exc:   # disk or store trouble: worth retrying
-                self._fail_transient(job, claim, exc, t0)
+                self._fail_transient(job, claim, exc, t0, last_try)
                 raise
             except (TrainerError, ProducerError) as exc:
                 log.warning("run %s failed: %s", job.run_id, exc)
                 self._publish(self._failed(job, claim.attempt, str(exc), duration_s=time.perf_counter() - t0))
                 self.ledger.release(claim)
             except Exception as exc:
-                self._fail_transient(job, claim, exc, t0)
+                self._fail_transient(job, claim, exc, t0, last_try)
                 raise
 
     # -- the run ------------------------------------------------------------
@@ -219,11 +236,14 @@ class TrainingHandler:
                             failure_reason=reason[:4000], duration_s=duration_s,
                             params_json=job.spec.to_json() if job.spec is not None else "{}")
 
-    def _fail_transient(self, job: Job, claim: Claim, exc: BaseException, t0: float) -> None:
-        log.exception("run %s attempt %d failed unexpectedly (will be retried)", job.run_id, claim.attempt)
+    def _fail_transient(self, job: Job, claim: Claim, exc: BaseException, t0: float, last_try: bool) -> None:
+        log.exception("run %s attempt %d failed unexpectedly%s", job.run_id, claim.attempt,
+                      "; giving up" if last_try else "; the event will be retried")
+        reason = f"{type(exc).__name__}: {exc}"
+        reason = f"gave up after {self.max_attempts} attempt(s), the event is dead-lettered: {reason}" if last_try \
+            else f"{E.RETRY_NOTE} {reason}"
         try:
-            self._publish(self._failed(job, claim.attempt, f"{type(exc).__name__}: {exc} (will be retried)",
-                                       duration_s=time.perf_counter() - t0))
+            self._publish(self._failed(job, claim.attempt, reason, duration_s=time.perf_counter() - t0))
         except Exception as send_exc:  # noqa: BLE001 - the original error is what matters
             log.error("could not report the failure of %s: %s", job.run_id, send_exc)
         self.ledger.release(claim)

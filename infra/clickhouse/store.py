@@ -41,7 +41,11 @@ def _arrow_from_bytes(data: bytes) -> pa.Table:
 
 
 class Store(abc.ABC):
-    """ClickHouse access shared by sinks, dashboards, drift monitor and CLI."""
+    """ClickHouse access shared by sinks, dashboards, drift monitor and CLI.
+
+    A store works in one database (created on connect when missing); SQL names
+    tables without a database prefix.
+    """
 
     database: str
 
@@ -139,7 +143,9 @@ class HttpStore(Store):
             if _is_connection_error(exc):
                 raise ClickHouseUnavailable(f"ClickHouse at {url} does not answer: {exc}") from exc
             raise _wrap(exc) from exc
-        self._call(self._client.command, f"CREATE DATABASE IF NOT EXISTS {quote_identifier(self.database)}")
+        # Only create what is missing: a production user may read and write without CREATE DATABASE rights.
+        if not int(self._call(self._client.command, f"EXISTS DATABASE {quote_identifier(self.database)}")):
+            self._call(self._client.command, f"CREATE DATABASE IF NOT EXISTS {quote_identifier(self.database)}")
         self._client.database = self.database
 
     def _call(self, fn, *args, **kwargs):

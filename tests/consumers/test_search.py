@@ -59,20 +59,32 @@ def _dataset(settings, frame):
                         publisher=None, topic="unused")
 
 
-def test_search_fans_out_trials_and_registers_only_the_best(search_settings, sdk, coordinator, training_consumer,
-                                                           tail, churn_data):
+def test_search_fans_out_trials_and_registers_only_the_best(search_settings, coordinator, training_consumer, tail,
+                                                           churn_data, tmp_path, monkeypatch, capsys):
+    """Through ``modelbus train --search --trials --wait``, as a user would run it."""
+    from infra.cli.errors import run_cli
+    from infra.cli.main import app
+
     s = search_settings
     requests, runs = tail(s, T.TRAINING_REQUESTED), tail(s, T.TRAINING_RUNS)
     models = tail(s, T.MODELS_REGISTERED)
     _dataset(s, churn_data())
-    request_id = sdk.request_training("churn", spec={"epochs": 2, "seed": 7}, search_space=SPACE, n_trials=3)
-    sid = S.search_id_for(request_id)
+    (tmp_path / "space.json").write_text(json.dumps(SPACE))
+    for key, value in {**settings_env(s), "COLUMNS": "200"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(sys, "argv", ["modelbus", "train", "churn", "--epochs", "2", "--seed", "7", "--search",
+                                      str(tmp_path / "space.json"), "--trials", "3", "--wait", "--timeout", "240"])
     coordinator()
     with training_consumer(s):
-        models.wait(lambda ev: len(ev) == 1, timeout=150, what="the search's one ModelRegistered")
-        runs.wait(lambda ev: any(e["request_id"] == S.final_request_id(sid) and e["status"] == "finished"
-                                 for e in ev), what="the final run's finished update")
-        models.poll(1.0)
+        code = run_cli(app)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out.count("finished val_loss=") == 3 and "best trial #" in out and "registered churn v1" in out
+    sid = S.search_id_for(next(r for r in requests.wait(lambda ev: len(ev) > 0) if r["n_trials"] == 3)["request_id"])
+    models.wait(lambda ev: len(ev) == 1, what="the search's one ModelRegistered")
+    runs.wait(lambda ev: any(e["request_id"] == S.final_request_id(sid) and e["status"] == "finished"
+                             for e in ev), what="the final run's finished update")
+    models.poll(1.0)
 
     requests.wait(lambda ev: sum(r["reason"] in ("search-trial", "search-best") for r in ev) == 4, what="4 requests")
     trials = [r for r in requests.events if r["reason"] == "search-trial"]

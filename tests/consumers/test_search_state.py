@@ -8,6 +8,7 @@ import json
 import pytest
 
 from consumers import search_state as S
+from consumers.training.events import RETRY_NOTE
 from schemas.events import new_header
 from trainer.spec import TrainingSpec
 
@@ -41,9 +42,10 @@ def test_trials_are_asked_parallelism_at_a_time_with_trial_specs_that_do_not_reg
     st = started()
     out = S.plan(st)
     assert [v["trial_number"] for *_, v in out] == [0, 1] and S.plan(st) == []
+    assert len({key for _, _, key, _ in out}) == 2   # one key per trial: they spread over the partitions
     for (topic, kind, key, v), sp in zip(out, specs(out)):
-        assert (topic, kind, key, v["reason"], v["search_id"]) == ("training.requested", "TrainingRequested", "churn",
-                                                                    "search-trial", st["search_id"])
+        assert (topic, kind, key, v["reason"], v["search_id"]) == ("training.requested", "TrainingRequested",
+                                                                    v["request_id"], "search-trial", st["search_id"])
         assert sp["register_model"] is False and sp["seed"] == 3 and 0.001 <= sp["lr"] <= 0.1
         assert sp["hidden_sizes"] in ([8], [16, 8]) and 2 <= sp["epochs"] <= 5
         assert v["dataset_version"] == "v1"   # resolved once, so every trial trains on the same data
@@ -74,6 +76,8 @@ def test_duplicates_and_late_results_change_nothing_and_a_failed_trial_can_still
     assert not S.tell(st, result(0, "failed"))            # duplicate
     assert not S.tell(st, result(7, value=0.1))           # no such trial
     assert not S.tell(st, {**result(1), "status": "epoch"})
+    assert not S.tell(st, {**result(1, "failed"), "failure_reason": f"{RETRY_NOTE} OSError: disk full"})
+    assert st["trials"]["1"]["state"] == "running"        # a retried attempt is not the trial's outcome
     assert S.tell(st, result(0, value=0.4))               # a retried run finished after all
     assert st["trials"]["0"]["state"] == "complete"
     assert S.tell(st, result(1, value=None))              # finished without the metric → told as failed

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from consumers.training.events import registered_event_id
 from infra.kafka import EventProducer
 from infra.kafka import topics as T
 from infra.storage.base import sha256_file
@@ -27,14 +28,17 @@ def statuses(events, run_id=None):
 def test_dataset_created_trains_and_registers_with_lineage(train_settings, sdk, training_consumer, tail,
                                                           churn_data):
     runs, models = tail(train_settings, T.TRAINING_RUNS), tail(train_settings, T.MODELS_REGISTERED)
-    pushed = sdk.push_dataset(churn_data(), name="churn", label="churned", slice_by=["region"])
+    # the dataset's tag carries its training spec, laid over the consumer's default spec (2 epochs)
+    pushed = sdk.push_dataset(churn_data(), name="churn", label="churned", slice_by=["region"],
+                              tags={"training_spec": json.dumps({"epochs": 3, "hidden_sizes": [8]})})
 
     with training_consumer(train_settings):
         registered = models.wait(lambda ev: len(ev) >= 1, what="ModelRegistered")[0]
         updates = runs.wait(lambda ev: any(e["status"] == "finished" for e in ev), what="finished update")
 
     run_id = registered["run_id"]
-    assert statuses(updates, run_id) == [("started", None), ("epoch", 1), ("epoch", 2), ("finished", None)]
+    assert statuses(updates, run_id) == [("started", None), ("epoch", 1), ("epoch", 2), ("epoch", 3),
+                                         ("finished", None)]
     assert {e["attempt"] for e in updates} == {1}
     finished = updates[-1]
     # lineage: every event of the run points back at the DatasetCreated that caused it
@@ -42,8 +46,7 @@ def test_dataset_created_trains_and_registers_with_lineage(train_settings, sdk, 
         assert ev["header"]["parent_event_ids"] == [pushed.event_id]
         assert ev["header"]["correlation_id"] == pushed.event_id
         assert ev["header"]["producer"] == "consumers.training"
-    assert registered["header"]["event_id"] == uuid.uuid5(
-        uuid.UUID("6f0d8a52-8f4e-4a59-9a57-2f3c1b7e9d10"), f"{run_id}/registered")
+    assert str(registered["header"]["event_id"]) == registered_event_id(run_id)   # uuid5 of the run id
     assert (registered["model_name"], registered["model_version"]) == ("churn", 1)
     assert (registered["dataset_name"], registered["dataset_version"]) == ("churn", pushed.version)
     assert registered["task"] == "binary" and registered["primary_metric"] == "roc_auc"
@@ -51,7 +54,8 @@ def test_dataset_created_trains_and_registers_with_lineage(train_settings, sdk, 
     assert {s["column"] for s in registered["slice_metrics"]} == {"region"}
     assert any(s["name"] == "__prediction__" for s in registered["reference_stats"])
     assert json.loads(registered["signature_json"])["model_version"] == 1
-    assert json.loads(registered["params_json"])["epochs"] == 2
+    params = json.loads(registered["params_json"])
+    assert (params["epochs"], params["hidden_sizes"], params["batch_size"]) == (3, [8], 64)
     # the artifact is in the store, under models/<name>/<version>/, and matches the event's checksum
     store = store_from_settings(train_settings)
     key = store.key_from_uri(registered["artifact_uri"])
@@ -106,6 +110,19 @@ def test_redelivered_and_replayed_events_register_exactly_one_model_per_run(trai
     assert {e["status"] for e in by_request[5:]} == {"finished"} and len(by_request) == 8
     assert len({e["header"]["event_id"] for e in by_request if e["status"] == "finished"}) == 1
     assert sum(e["status"] == "started" for e in runs.events) == 2
+
+    # a consumer that died after sending ModelRegistered but before writing DONE: the next one re-sends the
+    # stored outcome (same event ids, same version) instead of training again or registering a new version
+    store = store_from_settings(train_settings)
+    first = next(m for m in registered if m["model_version"] == 1)
+    store.local_path(f"runs/{first['run_id']}/DONE").unlink()
+    with training_consumer(train_settings, group="after-crash") as again:
+        models.wait(lambda ev: len(ev) == 3, what="the re-sent ModelRegistered")
+        assert again.stats.processed == 1
+    resent = models.events[2]
+    assert resent["header"]["event_id"] == first["header"]["event_id"] and resent["model_version"] == 1
+    assert sum(e["status"] == "started" for e in runs.poll()) == 2   # nothing was trained again
+    assert store.exists(f"runs/{first['run_id']}/DONE")
 
 
 def _event(**fields) -> dict:
@@ -226,3 +243,37 @@ def test_consumer_killed_mid_run_is_taken_over_with_attempt_2_from_its_checkpoin
     assert second == list(range(resumed + 1, 13))   # epochs done before the kill are not trained again
     started = [json.loads(e["params_json"]) for e in runs.events if e["status"] == "started"]
     assert [p["attempt"] for p in started] == [1, 2] and started[1]["previous_owner"]
+
+
+def test_unexpected_errors_are_reported_retried_and_finally_dead_lettered(train_settings, sdk, training_consumer,
+                                                                          tail, tmp_path, churn_data):
+    from confluent_kafka import Consumer
+
+    from consumers.training.events import RETRY_NOTE
+    from infra.kafka.config import consumer_config
+    from infra.kafka.dlq import H_REASON
+
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the checkpoint directory should be")   # every attempt fails, unexpectedly
+    s = train_settings.with_overrides(training={"checkpoint_dir": str(blocker)})
+    runs = tail(s, T.TRAINING_RUNS)
+    pushed = sdk.push_dataset(churn_data(), name="churn", label="churned")
+
+    with training_consumer(s) as consumer:
+        runs.wait(lambda ev: sum(e["status"] == "failed" for e in ev) == 3, what="3 failed attempts")
+        assert consumer.stats.retries == 2
+
+    failed = [e for e in runs.events if e["status"] == "failed"]
+    assert [e["attempt"] for e in failed] == [1, 2, 3]
+    assert all(e["failure_reason"].startswith(RETRY_NOTE) for e in failed[:2])
+    assert failed[2]["failure_reason"].startswith("gave up after 3 attempt(s)")
+    assert all(e["header"]["parent_event_ids"] == [pushed.event_id] for e in runs.events)
+    reader = Consumer(consumer_config(s.kafka, f"dlq-{uuid.uuid4().hex[:6]}"))
+    reader.subscribe([T.dlq_name(s.topic(T.DATASETS_CREATED))])
+    dead = []
+    for _ in range(40):
+        dead += [m for m in reader.consume(10, 0.5) if m.error() is None]
+        if dead:
+            break
+    reader.close()
+    assert len(dead) == 1 and dict(dead[0].headers())[H_REASON] == b"retries-exhausted"
