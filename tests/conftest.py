@@ -304,3 +304,22 @@ def tail():
     yield make
     for t in made:
         t.close()
+
+
+@pytest.fixture
+def moto_endpoint(monkeypatch):
+    """A real S3 API (moto's server) over HTTP on a free loopback port, with dummy credentials.
+
+    moto stands in for S3/MinIO, which cannot run here; boto3 talks to it over real HTTP.
+    """
+    from moto.server import ThreadedMotoServer
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()

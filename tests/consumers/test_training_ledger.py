@@ -11,23 +11,6 @@ from consumers.training.ledger import Claim, Heartbeat, RunAborted, RunLedger, c
 from infra.storage import open_store
 
 
-@pytest.fixture
-def moto_endpoint(monkeypatch):
-    from moto.server import ThreadedMotoServer
-
-    from infra.stack.process import free_port
-
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.stack)])
 def store(request, tmp_path):
     if request.param == "local":

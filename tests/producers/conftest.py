@@ -96,22 +96,9 @@ def read_events(settings, logical: str, expect: int, timeout: float = 15.0, sett
 
 
 @pytest.fixture
-def moto_s3(monkeypatch):
-    """A real S3 API (moto's server) over HTTP on a free loopback port, with dummy credentials."""
-    from moto.server import ThreadedMotoServer
-
-    from infra.stack.process import free_port
-
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
+def moto_s3(moto_endpoint):
+    """The shared moto S3 server with the bucket these tests write to."""
     import boto3
 
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="modelbus-test")
-    yield endpoint
-    server.stop()
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(Bucket="modelbus-test")
+    return moto_endpoint

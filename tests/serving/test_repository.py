@@ -8,7 +8,6 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from infra.stack.process import free_port
 from serving.artifact import load_local_artifact
 from serving.errors import ArtifactError, RepositoryError
 from serving.reference_model import write_reference_artifact
@@ -116,25 +115,15 @@ def test_signature_errors_name_the_field(doc, needle):
 
 
 @pytest.mark.stack
-def test_s3_repository_through_moto_server(artifact, monkeypatch):
-    from moto.server import ThreadedMotoServer
+def test_s3_repository_through_moto_server(artifact, moto_endpoint):
     import boto3
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-        s3.create_bucket(Bucket="models")
-        repo = ModelRepository.open("s3://models/triton", s3_endpoint_url=endpoint, s3_region="us-east-1")
-        repo.place_version("churn", 4, artifact)
-        repo.write_config("churn", artifact.signature, [4])
-        keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="models")["Contents"])
-        assert "triton/churn/config.pbtxt" in keys and "triton/churn/4/model.pt" in keys
-        assert repo.serving_versions("churn") == [4] and repo.versions("churn") == [4]
-        assert repo.version_signature("churn", 4) == artifact.signature
-    finally:
-        server.stop()
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket="models")
+    repo = ModelRepository.open("s3://models/triton", s3_endpoint_url=moto_endpoint, s3_region="us-east-1")
+    repo.place_version("churn", 4, artifact)
+    repo.write_config("churn", artifact.signature, [4])
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="models")["Contents"])
+    assert "triton/churn/config.pbtxt" in keys and "triton/churn/4/model.pt" in keys
+    assert repo.serving_versions("churn") == [4] and repo.versions("churn") == [4]
+    assert repo.version_signature("churn", 4) == artifact.signature
