@@ -58,6 +58,7 @@ from infra.kafka.config import consumer_config
 from infra.kafka.faust_app import EdgeDecoder, make_app, poison_to_dlq, raw_topic
 from infra.kafka.producer import EventProducer, make_codec
 from infra.kafka.topics import BY_NAME, MODELS_DEPLOYED, MODELS_REGISTERED, MODELS_REJECTED
+from infra.logs import configure_logging
 from infra.settings import Settings
 from schemas.codec import SerializationError
 from serving import gate
@@ -316,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds between reconciliation passes (default: serving.reconcile_interval_s)")
     args = parser.parse_args(argv)
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     for name in settings.serving.policies:   # a broken policy fails now, not at that model's first candidate
         gate.GatePolicy.for_model(settings, name)
     ensure_topics(settings)

@@ -35,6 +35,7 @@ from scipy import stats as sps
 
 from consumers import drift_sql as Q
 from infra.kafka import topics as T
+from infra.logs import configure_logging
 from schemas.events import new_header
 
 STAGE = "drift"
@@ -286,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.interval <= 0:
         parser.error("--interval must be positive")
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

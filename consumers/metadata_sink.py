@@ -21,6 +21,7 @@ from infra.clickhouse.rows import TABLES, write_events
 from infra.errors import PoisonEvent
 from infra.kafka import ConsumerRunner, Envelope
 from infra.kafka import topics as T
+from infra.logs import configure_logging
 
 log = logging.getLogger("modelbus.consumers.metadata_sink")
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--idle-timeout", type=float, default=None, help="exit after this many idle seconds")
     args = parser.parse_args(argv)
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     store = connect(settings)
     try:
         stats = build_runner(settings, store, group_id=args.group).run(idle_timeout=args.idle_timeout)

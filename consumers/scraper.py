@@ -20,6 +20,7 @@ from typing import Any
 from infra.errors import DeliveryError
 from infra.kafka.producer import EventProducer
 from infra.kafka.topics import SERVING_METRICS
+from infra.logs import configure_logging
 from infra.settings import Settings
 from serving.metrics_scraper import PRODUCER_NAME, STAGE_SCRAPE, run_scraper
 
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-scrapes", type=int, default=None, help="stop after this many attempts")
     args = parser.parse_args(argv)
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     stop = threading.Event()
 
     def on_signal(signum, _frame) -> None:

@@ -35,6 +35,7 @@ from infra.errors import DeliveryError, ModelBusError, PoisonEvent
 from infra.kafka import EventProducer
 from infra.kafka import topics as T
 from infra.kafka.envelope import Envelope
+from infra.logs import configure_logging
 from infra.settings import Settings
 
 from consumers import search_state as S
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = load_settings()
     level = (args.log_level or settings.log_level).upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(level)
     ensure_inbox(settings)
     app = build_app(settings)
     faust.Worker(app, loglevel=level.lower(), quiet=True).execute_from_commandline()

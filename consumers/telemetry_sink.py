@@ -48,6 +48,7 @@ from infra.kafka.dlq import send_to_dlq
 from infra.kafka.envelope import headers_dict
 from infra.kafka.producer import EventProducer, make_codec
 from infra.kafka.topics import INFERENCE_TELEMETRY
+from infra.logs import configure_logging
 from schemas.catalog import EventSchema
 from schemas.codec import HEADER_LEN, SINGLE_OBJECT_MAGIC, SerializationError
 
@@ -376,7 +377,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--idle-timeout", type=float, default=None, help="exit after this many idle seconds")
     args = parser.parse_args(argv)
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     store = connect(settings)
     try:
         stats = TelemetrySink(settings, store, group_id=args.group, max_batch=args.max_batch,

@@ -16,6 +16,7 @@ import logging
 
 from infra.kafka import ConsumerRunner, EventProducer
 from infra.kafka import topics as T
+from infra.logs import configure_logging
 from infra.settings import Settings
 from infra.storage import ArtifactStore
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-events", type=int, default=None, help="exit after handling this many events")
     args = parser.parse_args(argv)
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     producer = EventProducer(settings, name=PRODUCER)
     runner = build_runner(settings, store_from_settings(settings), producer, group_id=args.group)
     try:

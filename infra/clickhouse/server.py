@@ -38,6 +38,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from infra.clickhouse.engine import TRANSPORT_PARAMS, ChdbEngine
 from infra.clickhouse.errors import ClickHouseError
+from infra.logs import configure_logging
 
 log = logging.getLogger("modelbus.clickhouse.server")
 
@@ -275,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True, help="HTTP port")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (loopback by default)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO)
     from infra.settings import load_settings
 
     serve(args.path, args.host, args.port, load_settings())

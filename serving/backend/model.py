@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
+from infra.logs import configure_logging
 from infra.settings import load_settings
 from serving.artifact import verify_checksum
 from serving.signature import Signature
@@ -38,7 +39,7 @@ class TritonPythonModel:
     def initialize(self, args):
         # Entry point of this process (Triton's stub): settings are built here, from the environment.
         self.settings = load_settings()
-        logging.basicConfig(level=self.settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        configure_logging(self.settings.log_level)
         config = json.loads(args["model_config"])
         self.model_name = args["model_name"]
         self.model_version = int(args["model_version"])
