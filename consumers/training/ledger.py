@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -48,43 +47,6 @@ class Claim:
     owner: str
     attempt: int
     previous_owner: str | None = None
-
-
-def create_if_absent(store: ArtifactStore, key: str, data: bytes) -> bool:
-    """Write ``key`` only if no object exists there; True when this call created it.
-
-    Local stores publish a fully written temp file with ``link`` (fails when the
-    name exists); S3 uses a conditional PUT (``If-None-Match: *``).
-    """
-    path = store.local_path(key)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            try:
-                os.link(tmp, path)
-                return True
-            except FileExistsError:
-                return False
-        finally:
-            os.unlink(tmp)
-    from infra.storage.s3 import S3Store
-
-    if isinstance(store, S3Store):
-        from botocore.exceptions import ClientError
-
-        try:
-            store._client.put_object(Bucket=store.bucket, Key=store._key(key), Body=data, IfNoneMatch="*")
-            return True
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
-                return False
-            raise StorageError(f"s3 {store.bucket}/{key}: {exc}") from exc
-    raise StorageError(f"{type(store).__name__} cannot create objects only-if-absent; runs cannot be coordinated")
 
 
 class RunLedger:
@@ -178,7 +140,7 @@ class RunLedger:
             n = latest + 1
             now = self.clock()
             mine = json.dumps({"owner": owner, "attempt": n, "created": now}).encode()
-            if create_if_absent(self.store, self._attempt_key(run_id, n), mine):
+            if self.store.put_if_absent(self._attempt_key(run_id, n), mine):
                 self._write(self.key(run_id, "lease.json"), {"owner": owner, "attempt": n, "heartbeat": now})
                 return Claim(run_id, owner, n, previous_owner=holder if latest else None)
             # another consumer created attempt n first: look again
@@ -236,7 +198,7 @@ class RunLedger:
                 return self._record_version(model_name, run_id, v)
         v = max(claimed, default=0) + 1
         body = {"run_id": run_id, "owner": owner, "time": self.clock()}
-        while not create_if_absent(self.store, f"models/{model_name}/{v}/_CLAIM", json.dumps(body).encode()):
+        while not self.store.put_if_absent(f"models/{model_name}/{v}/_CLAIM", json.dumps(body).encode()):
             v += 1
         return self._record_version(model_name, run_id, v)
 

@@ -54,6 +54,14 @@ class ArtifactStore(abc.ABC):
         """Upload a local file (multipart on S3 for large files); return its URI."""
 
     @abc.abstractmethod
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Write ``key`` only if no object exists there; True when this call created it.
+
+        The one primitive that lets several consumers coordinate through the store
+        (run attempts, model version numbers): exactly one concurrent caller wins.
+        """
+
+    @abc.abstractmethod
     def get_bytes(self, key: str) -> bytes: ...
 
     @abc.abstractmethod

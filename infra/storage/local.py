@@ -23,8 +23,9 @@ class LocalStore(ArtifactStore):
             raise StorageError(f"artifact key {key!r} resolves outside the store")
         return p
 
-    def _atomic_write(self, key: str, writer) -> str:
-        dest = self._path(key)
+    @staticmethod
+    def _write_temp(dest: Path, writer) -> str:
+        """A fully written, fsynced temp file beside ``dest`` (same filesystem, so it can be published atomically)."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
         try:
@@ -32,11 +33,31 @@ class LocalStore(ArtifactStore):
                 writer(fh)
                 fh.flush()
                 os.fsync(fh.fileno())
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return tmp
+
+    def _atomic_write(self, key: str, writer) -> str:
+        dest = self._path(key)
+        tmp = self._write_temp(dest, writer)
+        try:
             os.replace(tmp, dest)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
         return str(dest)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        dest = self._path(key)
+        tmp = self._write_temp(dest, lambda fh: fh.write(data))
+        try:
+            os.link(tmp, dest)   # fails when the name exists: exactly one winner
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
 
     def put_bytes(self, key: str, data: bytes) -> str:
         return self._atomic_write(key, lambda fh: fh.write(data))

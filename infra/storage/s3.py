@@ -54,6 +54,17 @@ class S3Store(ArtifactStore):
             raise self._wrap(key, exc) from exc
         return self.uri(key)
 
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:   # conditional PUT: S3 refuses it when the key exists
+            self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise self._wrap(key, exc) from exc
+
     def put_file(self, key: str, path: str | Path) -> str:
         try:
             self._client.upload_file(str(path), self.bucket, self._key(key), Config=self._transfer)

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from consumers.training.ledger import Claim, Heartbeat, RunAborted, RunLedger, create_if_absent
+from consumers.training.ledger import Claim, Heartbeat, RunAborted, RunLedger
 from infra.storage import open_store
 
 
@@ -31,13 +31,13 @@ class Clock:
         return self.t
 
 
-def test_create_if_absent_has_exactly_one_winner(store):
+def test_put_if_absent_has_exactly_one_winner(store):
     results: list[bool] = []
     barrier = threading.Barrier(8)
 
     def race(i: int) -> None:
         barrier.wait()
-        results.append(create_if_absent(store, "runs/r/attempts/1.json", f'{{"owner": {i}}}'.encode()))
+        results.append(store.put_if_absent("runs/r/attempts/1.json", f'{{"owner": {i}}}'.encode()))
 
     threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
     for t in threads:
@@ -111,5 +111,5 @@ def test_heartbeat_thread_renews_and_notices_a_takeover(tmp_path):
         assert ledger.holder("run1")[0] == 1 and not hb.lost.is_set()
         with pytest.raises(RunAborted):
             ledger.acquire("run1", "b", should_abort=lambda: True)
-        create_if_absent(store, "runs/run1/attempts/2.json", b'{"owner": "b", "created": 0}')
+        store.put_if_absent("runs/run1/attempts/2.json", b'{"owner": "b", "created": 0}')
         assert hb.lost.wait(2.0)
