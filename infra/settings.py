@@ -125,6 +125,7 @@ class StackSettings(_Section):
     triton_http_port: int = Field(18000, description="Embedded Triton HTTP port.")
     triton_metrics_port: int = Field(18002, description="Embedded Triton metrics port.")
     start_timeout_s: float = Field(60.0, gt=0, description="How long `up` waits for each part to become healthy.")
+    min_free_mb: int = Field(512, ge=0, description="`up` refuses to start with less free disk than this under data_dir.")
 
 
 class TrainingSettings(_Section):

@@ -9,10 +9,11 @@ subclasses carrying Triton's own message.
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -179,13 +180,24 @@ class ModelClient:
         self._client.async_infer(model, infer_inputs, callback, model_version=str(version or ""),
                                  client_timeout=self.timeout_s)
 
-    def run_load(self, model: str, inputs: Mapping[str, Any], *, concurrency: int, requests: int | None = None,
-                 duration_s: float | None = None, version: int | str | None = None) -> LoadResult:
-        """Closed loop: keep ``concurrency`` requests in flight until ``requests`` are done or time runs out."""
+    def run_load(self, model: str, inputs: Mapping[str, Any] | Sequence[Mapping[str, Any]], *, concurrency: int,
+                 requests: int | None = None, duration_s: float | None = None,
+                 version: int | str | None = None) -> LoadResult:
+        """Closed loop: keep ``concurrency`` requests in flight until ``requests`` are done or time runs out.
+
+        ``inputs`` is one request, sent again and again, or a sequence of requests
+        sent in order (cycling), so a load can mix populations (e.g. drifted rows).
+        Every request is encoded before the clock starts.
+        """
         if requests is None and duration_s is None:
             raise ValueError("give requests or duration_s")
-        infer_inputs = self.build_inputs(self.signature(model), inputs)
-        return closed_loop(lambda cb: self._client.async_infer(model, infer_inputs, cb,
+        sig = self.signature(model)
+        many = [inputs] if isinstance(inputs, Mapping) else list(inputs)
+        if not many:
+            raise ValueError("inputs is an empty sequence")
+        prepared = [self.build_inputs(sig, one) for one in many]
+        order = itertools.count()
+        return closed_loop(lambda cb: self._client.async_infer(model, prepared[next(order) % len(prepared)], cb,
                                                                model_version=str(version or "")),
                            concurrency=concurrency, requests=requests, duration_s=duration_s)
 

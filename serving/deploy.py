@@ -31,6 +31,7 @@ from serving.signature import Signature
 
 log = logging.getLogger("modelbus.serving.deploy")
 STAGE_ARTIFACT, STAGE_LOAD, STAGE_SMOKE = "artifact", "load", "smoke"
+SMOKE_REQUEST_PREFIX = "modelbus-smoke-"   # request_id prefix of smoke inferences, so telemetry can tell them apart
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,7 @@ class Deployer:
             sample_in = {s.column: _synthetic(s) for s in sig.inputs}
             expected = None
         self.client.signature(name, refresh=True)
-        got = self.client.predict(name, sample_in, version=version, request_id=f"modelbus-smoke-{name}-v{version}")
+        got = self.client.predict(name, sample_in, version=version, request_id=f"{SMOKE_REQUEST_PREFIX}{name}-v{version}")
         for spec in sig.outputs:
             arr = got[spec.name]
             if spec.dtype != "BYTES" and not np.isfinite(arr).all():

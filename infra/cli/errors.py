@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 
 from rich.console import Console
 
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:
@@ -45,6 +46,9 @@ def run_cli(app) -> int:
             return exc.exit_code
         if isinstance(exc, (click.exceptions.Abort, typer.Abort)):
             return 1
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            err_console.print(f"[bold red]error:[/] disk full: {exc.filename or exc}; free space and run again")
+            return 2
         if isinstance(exc, expected_errors()):
             err_console.print(f"[bold red]error:[/] {exc}")
             return 2

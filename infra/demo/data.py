@@ -1,7 +1,10 @@
 """A seeded, realistic churn dataset with slice columns (nothing is downloaded).
 
-Churn depends on tenure, charges, support calls and contract type, with a
-region-specific effect so per-slice metrics differ. ``shift`` moves the
+Churn depends on tenure, charges, support calls and contract type the way real
+churn does, non-linearly: new customers churn most, price hurts only on monthly
+contracts, support calls matter past a threshold, and high charges hurt more in
+one region. So a network has something to find that the linear baseline cannot,
+and per-slice metrics differ. ``shift`` moves the
 live-traffic distribution (more support calls, higher charges) to trigger drift,
 and makes the second dataset version a genuinely different population.
 """
@@ -23,9 +26,12 @@ def generate_churn(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
     tenure = rng.gamma(2.0, 12.0, size=n).round(0)
     charges = (rng.normal(65 + 25 * shift, 18, size=n)).clip(15, 150).round(2)
     calls = rng.poisson(1.5 + 2.5 * shift, size=n)
-    logit = (-1.2 - 0.045 * tenure + 0.025 * (charges - 65) + 0.45 * calls
-             - 1.1 * (contract == "yearly") - 2.0 * (contract == "two-year")
-             + 0.6 * (region == "west") - 0.3 * (region == "north"))
+    monthly = contract == "monthly"
+    logit = (-1.6 + 2.6 * np.exp(-tenure / 6.0)
+             + 0.06 * (charges - 65) * monthly - 0.01 * (charges - 65) * ~monthly
+             + 1.8 * (calls >= 3) + 1.0 * (calls >= 5)
+             - 1.0 * (contract == "yearly") - 2.2 * (contract == "two-year")
+             + 1.2 * ((region == "west") & (charges > 80)) - 0.3 * (region == "north"))
     churned = rng.random(n) < 1 / (1 + np.exp(-logit))
     return pd.DataFrame({
         "tenure_months": tenure,

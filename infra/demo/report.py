@@ -9,10 +9,12 @@ from rich.console import Console
 from rich.table import Table
 
 from infra.settings import Settings
+from serving.deploy import SMOKE_REQUEST_PREFIX
 
 LATENCY_SQL = """
 SELECT model_version,
        count()                                  AS requests,
+       countIf(startsWith(request_id, {smoke:String})) AS smoke,
        countIf(status != 'ok')                  AS errors,
        round(quantile(0.50)(latency_us) / 1000, 3) AS p50_ms,
        round(quantile(0.95)(latency_us) / 1000, 3) AS p95_ms,
@@ -40,7 +42,7 @@ def final_report(settings: Settings, store, reg1: dict, reg2: dict, dec1: tuple,
                      "checks": [dict(c) for c in dec2[1].get("checks", [])]},
         "slices": [dict(s, metrics=dict(s["metrics"])) for s in serving["slice_metrics"]],
         "primary_metric": serving["primary_metric"],
-        "latency_sql": store.query_rows(LATENCY_SQL, {"model": model}),
+        "latency_sql": store.query_rows(LATENCY_SQL, {"model": model, "smoke": SMOKE_REQUEST_PREFIX}),
         "lineage": _first(store.query_rows(LINEAGE_SQL, {"model": model})),
         "drift": [{"feature": d["feature"], "psi": d["psi"], "p_value": d["p_value"], "test": d["test"]}
                   for d in watcher.of("DriftDetected")],
@@ -103,10 +105,10 @@ def print_report(console: Console, s: dict) -> None:
         console.print(f"[bold red]rejected:[/] {d['reason']}")
 
     t = Table(title="Requests and latency, read back from ClickHouse (SQL)")
-    for col in ("model version", "requests", "errors", "p50 ms", "p95 ms", "p99 ms"):
+    for col in ("model version", "requests", "of which smoke tests", "errors", "p50 ms", "p95 ms", "p99 ms"):
         t.add_column(col, justify="right")
     for r in s["latency_sql"]:
-        t.add_row(str(r["model_version"]), str(r["requests"]), str(r["errors"]), str(r["p50_ms"]),
+        t.add_row(str(r["model_version"]), str(r["requests"]), str(r["smoke"]), str(r["errors"]), str(r["p50_ms"]),
                   str(r["p95_ms"]), str(r["p99_ms"]))
     console.print(t)
     tr = s.get("traffic", {})
@@ -125,22 +127,31 @@ def print_report(console: Console, s: dict) -> None:
     lin = s["lineage"]
     if lin:
         console.print("[bold]Lineage of the serving model[/] (SELECT … FROM v_model_lineage):")
-        params = lin.get("params_json") or "{}"
-        try:
-            params = json.dumps(json.loads(params), sort_keys=True)[:160]
-        except ValueError:
-            pass
+        params = _key_params(lin.get("params_json") or "{}")
         console.print(f"  {lin['model_name']} v{lin['model_version']} ({lin['deploy_action']}) ← run {lin['run_id']} "
                       f"(attempts {lin.get('run_attempts')}, code {lin['code_version']})\n"
                       f"  ← params {params}\n"
                       f"  ← dataset {lin['dataset_name']}@{lin['dataset_version']} ({lin['dataset_rows']} rows, "
                       f"{lin['dataset_uri']})\n  ← DatasetCreated event {lin['dataset_event_id']} "
-                      f"(trace {lin['correlation_id']})")
+                      f"(trace {lin['correlation_id']})\n"
+                      f"  every parameter, metric and artifact: modelbus runs show {lin['run_id']}")
     times = s.get("stage_seconds", {})
     if times:
         console.print("stage times: " + ", ".join(f"{k} {v:.1f}s" for k, v in times.items())
                       + f"; total {sum(times.values()):.0f}s")
     console.print(f"[bold]Dashboard:[/] {s['dashboard']}")
+
+
+KEY_PARAMS = ("model", "hidden_sizes", "epochs", "batch_size", "lr", "lr_schedule", "seed", "device")
+
+
+def _key_params(params_json: str) -> str:
+    """The hyperparameters a reader looks for first; the full set is one command away."""
+    try:
+        params = json.loads(params_json)
+    except ValueError:
+        return params_json[:160]
+    return ", ".join(f"{k}={params[k]}" for k in KEY_PARAMS if k in params)
 
 
 def _num(v) -> str:

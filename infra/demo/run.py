@@ -159,6 +159,7 @@ def run_demo(settings: Settings, *, keep: bool, requests: int = 3000, shifted_sh
         summary["stage_seconds"] = board.times
         from infra.demo.report import print_report
 
+        console.print()
         print_report(console, summary)
         ok = True
         return summary
@@ -190,25 +191,12 @@ def _decision(watcher, reg: dict, timeout: float) -> tuple[str, dict]:
 
 def _send_traffic(settings: Settings, model: str, rows: list[dict[str, list]], concurrency: int = 8) -> dict:
     """Closed-loop gRPC load: each request is one raw row; latencies measured at the client."""
-    import threading
-
     import numpy as np
 
-    from serving.client import ModelClient, closed_loop
+    from serving.client import ModelClient
 
-    client = ModelClient.from_settings(settings)
-    sig = client.signature(model)
-    prepared = [client.build_inputs(sig, r) for r in rows]
-    it = iter(range(len(prepared)))
-    lock = threading.Lock()
-
-    def send(cb):
-        with lock:
-            i = next(it)
-        client._client.async_infer(model, prepared[i], cb)
-
-    res = closed_loop(send, concurrency=concurrency, requests=len(prepared))
-    client.close()
+    with ModelClient.from_settings(settings) as client:
+        res = client.run_load(model, rows, concurrency=concurrency, requests=len(rows))
     lat = np.array(res.latencies_s) * 1000
     return {"ok": len(res.latencies_s), "errors": len(res.errors), "rps": res.throughput,
             "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
@@ -216,8 +204,11 @@ def _send_traffic(settings: Settings, model: str, rows: list[dict[str, list]], c
 
 
 def _telemetry_count(store, model: str) -> int:
-    rows = store.query_rows("SELECT count() AS n FROM inference_telemetry FINAL WHERE model_name = {m:String}",
-                            {"m": model})
+    """Rows of the load generator's requests (the deployer's smoke inferences are not counted)."""
+    from serving.deploy import SMOKE_REQUEST_PREFIX
+
+    rows = store.query_rows("SELECT count() AS n FROM inference_telemetry FINAL WHERE model_name = {m:String}"
+                            " AND NOT startsWith(request_id, {smoke:String})", {"m": model, "smoke": SMOKE_REQUEST_PREFIX})
     return int(rows[0]["n"]) if rows else 0
 
 

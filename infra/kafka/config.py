@@ -7,15 +7,22 @@ else verbatim.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from infra.settings import KafkaSettings
+
+
+LIBRDKAFKA_LOG = logging.getLogger("modelbus.librdkafka")
 
 
 def common_config(k: KafkaSettings) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "bootstrap.servers": k.bootstrap_servers,
         "security.protocol": k.security_protocol,
+        # librdkafka's own log lines go through Python logging (one format, one level knob)
+        # instead of being written raw to stderr over progress bars and CLI output.
+        "logger": LIBRDKAFKA_LOG,
     }
     optional = {
         "sasl.mechanism": k.sasl_mechanism,

@@ -61,7 +61,8 @@ class Stack:
             return f"grpc {self.triton.grpc_url}, http {self.triton.http_url}"
         return part.url
 
-    def check_disk(self, min_free_mb: int = 512) -> None:
+    def check_disk(self) -> None:
+        min_free_mb = self.settings.stack.min_free_mb
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(self.settings.data_dir).free >> 20
         if free < min_free_mb:

@@ -98,6 +98,16 @@ def test_concurrent_load_path_uses_keyword_callbacks(deployed_churn, model_clien
     assert res.throughput > 0 and res.percentile(50) > 0
 
 
+def test_load_over_a_sequence_of_requests_sends_each_in_turn(deployed_churn, model_client):
+    good = {"age": [30.0], "income": [4e4], "region": ["EU"]}
+    nan_row = {"age": [None], "income": [4e4], "region": ["EU"]}   # Triton refuses NaN: the cycle becomes visible
+    res = model_client.run_load("churn", [good, good, nan_row], concurrency=4, requests=60)
+    assert len(res.latencies_s) == 40 and len(res.errors) == 20
+    assert all("NaN" in e for e in res.errors)
+    with pytest.raises(ValueError, match="empty"):
+        model_client.run_load("churn", [], concurrency=1, requests=1)
+
+
 def _counter(triton, name: str, model: str) -> float:
     from serving.metrics_scraper import scrape_once
 
