@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from scipy import stats as sps
 from consumers import drift_sql as Q
 from infra.kafka import topics as T
 from infra.logs import configure_logging
+from infra.signals import on_stop_signals
 from schemas.events import new_header
 
 STAGE = "drift"
@@ -289,8 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings()
     configure_logging(settings.log_level)
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    on_stop_signals(lambda _signum: stop.set())
     store = connect(settings)
     try:
         run_monitor(store, settings, interval_s=args.interval, stop=stop, max_checks=1 if args.once else None)

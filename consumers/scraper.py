@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import threading
 from typing import Any
 
@@ -21,6 +20,7 @@ from infra.errors import DeliveryError
 from infra.kafka.producer import EventProducer
 from infra.kafka.topics import SERVING_METRICS
 from infra.logs import configure_logging
+from infra.signals import on_stop_signals
 from infra.settings import Settings
 from serving.metrics_scraper import PRODUCER_NAME, STAGE_SCRAPE, run_scraper
 
@@ -75,12 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     stop = threading.Event()
 
-    def on_signal(signum, _frame) -> None:
+    def on_signal(signum: int) -> None:
         log.info("stage=%s signal %d: stopping after this scrape", STAGE_SCRAPE, signum)
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    on_stop_signals(on_signal)
     counts = run(settings, url=args.url, interval_s=args.interval, stop=stop, max_scrapes=args.max_scrapes)
     print(counts, flush=True)
     return 0

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,6 +43,7 @@ from infra.clickhouse.errors import ClickHouseError, is_transient
 from infra.errors import FatalError
 from infra.faults import maybe_fault
 from infra.kafka.config import consumer_config
+from infra.signals import on_stop_signals
 from infra.kafka.dlq import send_to_dlq
 from infra.kafka.envelope import headers_dict
 from infra.kafka.producer import EventProducer, make_codec
@@ -113,7 +113,7 @@ class TelemetrySink:
             ready: threading.Event | None = None) -> SinkStats:
         """Consume until stop()/SIGTERM, ``max_events`` stored or dead-lettered, or ``idle_timeout`` seconds
         without messages while partitions are assigned."""
-        restore = _on_signals(self.stop)
+        restore = on_stop_signals(lambda _signum: self.stop())
         self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_lost)
         log.info("telemetry sink: %s → ClickHouse %s.%s as group %s", self.topic, self.store.database, RAW_TABLE,
@@ -355,15 +355,6 @@ class TelemetrySink:
             self.stats.commits += 1
         except Exception as exc:  # noqa: BLE001 - commits only speed up restarts; ClickHouse holds the truth
             log.warning("telemetry sink: commit failed (restart resumes from ClickHouse): %s", exc)
-
-
-def _on_signals(stop) -> callable:
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    for sig in previous:
-        signal.signal(sig, lambda *_: stop())
-    return lambda: [signal.signal(s, h) for s, h in previous.items()]
 
 
 def main(argv: list[str] | None = None) -> None:

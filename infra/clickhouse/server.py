@@ -26,7 +26,6 @@ import gzip
 import json
 import logging
 import re
-import signal
 import socket
 import threading
 import uuid
@@ -39,6 +38,7 @@ from urllib.parse import parse_qsl, urlsplit
 from infra.clickhouse.engine import TRANSPORT_PARAMS, ChdbEngine
 from infra.clickhouse.errors import ClickHouseError
 from infra.logs import configure_logging
+from infra.signals import on_stop_signals
 
 log = logging.getLogger("modelbus.clickhouse.server")
 
@@ -254,13 +254,12 @@ def serve(path: str, host: str, port: int, settings) -> None:
     httpd = OwnerServer((host, port), engine)
     stop = threading.Event()
 
-    def _stop(signum, frame):  # noqa: ARG001
+    def _stop(_signum: int) -> None:
         if not stop.is_set():
             stop.set()
             threading.Thread(target=httpd.shutdown, daemon=True).start()
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    on_stop_signals(_stop)
     log.info("embedded ClickHouse (chdb %s, data %s) serving http://%s:%d", engine.version, path, host, port)
     try:
         httpd.serve_forever(poll_interval=0.2)

@@ -18,7 +18,6 @@ Outcome of a handler, per event:
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +29,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 
 from infra.errors import DeliveryError, FatalError, PoisonEvent, SkipEvent
 from infra.kafka.config import consumer_config
+from infra.signals import on_stop_signals
 from infra.kafka.dlq import send_to_dlq
 from infra.kafka.envelope import Envelope, headers_dict
 from infra.kafka.producer import EventProducer, make_codec
@@ -124,17 +124,11 @@ class ConsumerRunner:
         return s.processed + s.skipped + s.dead_lettered
 
     def _install_signal_handlers(self) -> Callable[[], None]:
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-        def on_signal(signum, _frame):
+        def on_signal(signum: int) -> None:
             log.info("%s: signal %s: finishing the current event, then exiting", self.name, signum)
             self._stop.set()
 
-        for sig in previous:
-            signal.signal(sig, on_signal)
-        return lambda: [signal.signal(s, h) for s, h in previous.items()]
+        return on_stop_signals(on_signal)
 
     def _shutdown(self) -> None:
         try:
