@@ -33,7 +33,7 @@ BACKEND_MODEL_FILE = "model.py"
 PARAM_SIGNATURE = "modelbus.signature"
 PARAM_TELEMETRY = "modelbus.telemetry"
 PARAM_NAN_POLICY = "modelbus.nan_policy"
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 
 
 def validate_model_name(name: Any) -> str:
@@ -49,8 +49,8 @@ def validate_model_name(name: Any) -> str:
 
 
 def _version(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise RepositoryError(f"invalid model version {v!r}: must be a positive integer")
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v < 2**63:   # Triton versions are int64
+        raise RepositoryError(f"invalid model version {v!r}: must be a positive 64-bit integer")
     return v
 
 
@@ -139,11 +139,7 @@ class ModelRepository:
         """Put back a config saved with :meth:`config_bytes` (None: remove the model's config)."""
         key = f"{validate_model_name(name)}/{CONFIG_FILE}"
         if data is None:
-            local = self.store.local_path(key)
-            if local is not None:
-                local.unlink(missing_ok=True)
-            else:
-                self.store.delete_prefix(key)
+            self.store.delete(key)
         else:
             self._put(key, data)
 

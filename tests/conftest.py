@@ -323,3 +323,18 @@ def moto_endpoint(monkeypatch):
     server.start()
     yield f"http://127.0.0.1:{port}"
     server.stop()
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.stack)])
+def store_on_each_backend(request, tmp_path):
+    """The same tests against a local directory and against S3 (moto's real S3 API over HTTP)."""
+    from infra.storage import open_store
+
+    if request.param == "local":
+        return open_store(str(tmp_path / "artifacts"))
+    import boto3
+
+    endpoint = request.getfixturevalue("moto_endpoint")
+    bucket = f"store-{uuid.uuid4().hex[:12]}"   # moto servers in one process share their state
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    return open_store(f"s3://{bucket}/root", s3_endpoint_url=endpoint, s3_region="us-east-1")

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._=@+-]{0,199}$")
+_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._=@+-]{0,199}\Z")
 
 
 class StorageError(Exception):
@@ -30,6 +30,20 @@ def validate_key(key: str) -> str:
         if not _SEGMENT.match(seg):
             raise StorageError(f"invalid artifact key {key!r}: segment {seg!r} is not allowed")
     return key
+
+
+def validate_prefix(prefix: str) -> str:
+    """A listing or deletion prefix: '' (the whole store) or a valid key with an optional trailing '/'.
+
+    Prefixes become directory paths on a local store, so they obey the key rules too: a
+    prefix like '../x' would otherwise list, or delete, a directory outside the root.
+    """
+    if prefix == "":
+        return prefix
+    if not isinstance(prefix, str):
+        raise StorageError("artifact key prefix must be a string")
+    validate_key(prefix.rstrip("/"))
+    return prefix
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -77,6 +91,10 @@ class ArtifactStore(abc.ABC):
     @abc.abstractmethod
     def list(self, prefix: str = "") -> Iterator[str]:
         """Keys below ``prefix`` (a key prefix ending in '/' or empty)."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete one key; a key that is already gone is not an error (deletes are retried)."""
 
     @abc.abstractmethod
     def delete_prefix(self, prefix: str) -> int:

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from infra.storage.base import ArtifactStore, StorageError, validate_key
+from infra.storage.base import ArtifactStore, StorageError, validate_key, validate_prefix
 
 
 class LocalStore(ArtifactStore):
@@ -26,7 +26,10 @@ class LocalStore(ArtifactStore):
     @staticmethod
     def _write_temp(dest: Path, writer) -> str:
         """A fully written, fsynced temp file beside ``dest`` (same filesystem, so it can be published atomically)."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as exc:   # writing 'a/b' where 'a' is an artifact
+            raise StorageError(f"cannot write {dest}: a parent of it is an artifact, not a prefix") from exc
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -43,6 +46,9 @@ class LocalStore(ArtifactStore):
         tmp = self._write_temp(dest, writer)
         try:
             os.replace(tmp, dest)
+        except IsADirectoryError as exc:   # writing 'a' where 'a/b' exists
+            Path(tmp).unlink(missing_ok=True)
+            raise StorageError(f"cannot write artifact {key!r}: it is a prefix of other artifacts") from exc
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -72,7 +78,7 @@ class LocalStore(ArtifactStore):
     def get_bytes(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:   # a prefix is no artifact
             raise StorageError(f"artifact {key!r} not found in {self.root}") from exc
 
     def get_file(self, key: str, dest: str | Path) -> Path:
@@ -87,13 +93,14 @@ class LocalStore(ArtifactStore):
     def open_read(self, key: str) -> BinaryIO:
         try:
             return open(self._path(key), "rb")
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             raise StorageError(f"artifact {key!r} not found in {self.root}") from exc
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
     def list(self, prefix: str = "") -> Iterator[str]:
+        validate_prefix(prefix)
         base = Path(self.root)
         start = base / prefix.rstrip("/") if prefix else base
         if not start.exists():
@@ -104,7 +111,11 @@ class LocalStore(ArtifactStore):
                     continue
                 yield str(Path(dirpath, name).relative_to(base))
 
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
     def delete_prefix(self, prefix: str) -> int:
+        validate_prefix(prefix)
         n = 0
         for key in list(self.list(prefix)):
             self._path(key).unlink(missing_ok=True)

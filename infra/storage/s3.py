@@ -45,6 +45,9 @@ class S3Store(ArtifactStore):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _wrap(self, key: str, exc: Exception) -> StorageError:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+        if code in ("NoSuchKey", "404", "NotFound"):   # the same words as the local store: callers match one
+            return StorageError(f"artifact {key!r} not found in s3://{self.bucket}/{self.prefix}")
         return StorageError(f"s3 {self.bucket}/{self._key(key)}: {exc}")
 
     def put_bytes(self, key: str, data: bytes) -> str:
@@ -111,6 +114,12 @@ class S3Store(ArtifactStore):
         for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
             for obj in page.get("Contents", []):
                 yield obj["Key"][strip:]
+
+    def delete(self, key: str) -> None:
+        try:   # S3 answers a delete of a missing key with success, as the contract asks
+            self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:  # botocore raises many types; one error class for callers
+            raise self._wrap(key, exc) from exc
 
     def delete_prefix(self, prefix: str) -> int:
         keys = [self._key(k) for k in self.list(prefix)]

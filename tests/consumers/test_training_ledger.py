@@ -11,16 +11,9 @@ from consumers.training.ledger import Claim, Heartbeat, RunAborted, RunLedger
 from infra.storage import open_store
 
 
-@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.stack)])
-def store(request, tmp_path):
-    if request.param == "local":
-        return open_store(str(tmp_path / "artifacts"))
-    import boto3
-
-    endpoint = request.getfixturevalue("moto_endpoint")
-    bucket = f"ledger-{uuid.uuid4().hex[:12]}"   # moto servers in one process share their state
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
-    return open_store(f"s3://{bucket}/root", s3_endpoint_url=endpoint, s3_region="us-east-1")
+@pytest.fixture
+def store(store_on_each_backend):
+    return store_on_each_backend
 
 
 class Clock:
