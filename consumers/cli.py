@@ -25,7 +25,7 @@ app = typer.Typer(help="Run a ModelBus consumer: " + ", ".join(CONSUMERS))
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(ctx: typer.Context, name: str = typer.Argument(..., help="one of: " + ", ".join(CONSUMERS))) -> None:
-    """Run consumer NAME; extra arguments go to it (see `modelbus consumer run NAME --help`)."""
+    """Run consumer NAME; extra arguments go to it (its own options: `modelbus consumer run NAME -- --help`)."""
     if name not in CONSUMERS:
         raise typer.BadParameter(f"unknown consumer {name!r}; choose one of {', '.join(CONSUMERS)}")
     module = importlib.import_module(CONSUMERS[name][0])

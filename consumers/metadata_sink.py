@@ -45,8 +45,11 @@ class MetadataSink:
             raise PoisonEvent(f"ClickHouse refused the rows of {env.event_type} {env.event_id}: {exc}") from exc
 
 
-def build_runner(settings, store, *, group_id: str = "modelbus.metadata-sink", **runner_kw) -> ConsumerRunner:
-    return ConsumerRunner(settings, group_id=group_id, topics=[settings.topic(t) for t in LIFECYCLE_TOPICS],
+GROUP = "metadata-sink"   # consumer group name below kafka.topic_prefix (settings.group)
+
+
+def build_runner(settings, store, *, group_id: str | None = None, **runner_kw) -> ConsumerRunner:
+    return ConsumerRunner(settings, group_id=group_id or settings.group(GROUP), topics=[settings.topic(t) for t in LIFECYCLE_TOPICS],
                           handler=MetadataSink(store), name="metadata-sink", expected_types=EVENT_TYPES,
                           **runner_kw)
 
@@ -56,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     from infra.settings import load_settings
 
     parser = argparse.ArgumentParser(description="lifecycle events → ClickHouse metadata tables")
-    parser.add_argument("--group", default="modelbus.metadata-sink", help="Kafka consumer group")
+    parser.add_argument("--group", default=None, help=f"Kafka consumer group (default: <topic_prefix>.{GROUP})")
     parser.add_argument("--idle-timeout", type=float, default=None, help="exit after this many idle seconds")
     args = parser.parse_args(argv)
     settings = load_settings()

@@ -42,7 +42,6 @@ from consumers import search_state as S
 
 log = logging.getLogger("modelbus.consumers.search")
 APP_ID = "search-coordinator"
-GROUP = "modelbus.search-coordinator"
 EVENT_TYPES = {"TrainingRequested", "TrainingRunUpdated"}
 
 
@@ -116,7 +115,7 @@ def build_app(settings: Settings, *, registry: Any = None, producer: EventProduc
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     sources = app.topic(settings.topic(T.TRAINING_REQUESTED), settings.topic(T.TRAINING_RUNS), **raw)
     inbox = app.topic(inbox_topic(settings), partitions=1, internal=True, **raw)
-    edge = EdgeDecoder(settings, GROUP, producer=producer, expected_types=EVENT_TYPES)
+    edge = EdgeDecoder(settings, app.conf.id, producer=producer, expected_types=EVENT_TYPES)
 
     @app.agent(sources)
     async def route(stream):

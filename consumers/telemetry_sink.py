@@ -55,6 +55,7 @@ from schemas.codec import HEADER_LEN, SINGLE_OBJECT_MAGIC, SerializationError
 log = logging.getLogger("modelbus.consumers.telemetry_sink")
 
 EVENT = "InferenceTelemetry"
+GROUP = "telemetry-sink"   # consumer group name below kafka.topic_prefix (settings.group)
 INGEST_TABLE = "inference_telemetry_ingest"
 RAW_TABLE = "inference_telemetry"
 SINK_FIELDS = ({"name": "kafka_topic", "type": "string"}, {"name": "kafka_partition", "type": "int"},
@@ -77,12 +78,12 @@ class SinkStats:
 
 
 class TelemetrySink:
-    def __init__(self, settings, store, *, group_id: str = "modelbus.telemetry-sink", producer=None, codec=None,
+    def __init__(self, settings, store, *, group_id: str | None = None, producer=None, codec=None,
                  max_batch: int = 20_000, max_wait_s: float = 0.2, retry_budget_s: float = 60.0,
                  consumer_overrides: dict | None = None):
         self.settings = settings
         self.store = store
-        self.group_id = group_id
+        self.group_id = group_id = group_id or settings.group(GROUP)
         self.topic = settings.topic(INFERENCE_TELEMETRY)
         self.codec = codec or make_codec(settings)
         self.producer = producer or EventProducer(settings, name="consumers.telemetry_sink.dlq", codec=self.codec)
@@ -362,7 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     from infra.settings import load_settings
 
     parser = argparse.ArgumentParser(description="InferenceTelemetry → ClickHouse sink")
-    parser.add_argument("--group", default="modelbus.telemetry-sink", help="Kafka consumer group")
+    parser.add_argument("--group", default=None, help=f"Kafka consumer group (default: <topic_prefix>.{GROUP})")
     parser.add_argument("--max-batch", type=int, default=20_000, help="messages per ClickHouse insert")
     parser.add_argument("--max-wait-s", type=float, default=0.2, help="longest wait before a partial batch")
     parser.add_argument("--idle-timeout", type=float, default=None, help="exit after this many idle seconds")

@@ -228,6 +228,11 @@ class Settings(BaseSettings):
         """Full topic name for a logical topic (``datasets.created`` → ``modelbus.datasets.created``)."""
         return f"{self.kafka.topic_prefix}.{name}"
 
+    def group(self, name: str) -> str:
+        """Consumer group of a ModelBus consumer, prefixed like the topics so deployments sharing a cluster
+        never share groups (``training`` → ``modelbus.training``)."""
+        return f"{self.kafka.topic_prefix}.{name}"
+
     def with_overrides(self, **sections: dict[str, Any]) -> "Settings":
         """Copy with some section fields replaced (tests and the stack supervisor pick free ports)."""
         data = self.model_dump()

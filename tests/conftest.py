@@ -221,7 +221,7 @@ def sdk(train_settings):
 class RunnerThread:
     """A training consumer running in a thread of the test process (same code as ``python -m``)."""
 
-    def __init__(self, settings, group: str = "modelbus.training", **kw):
+    def __init__(self, settings, group: str | None = None, **kw):
         from consumers.training import build_runner
         from infra.kafka import EventProducer
         from infra.storage.factory import store_from_settings

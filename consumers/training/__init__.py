@@ -23,17 +23,17 @@ from infra.storage import ArtifactStore
 from consumers.training.events import PRODUCER
 from consumers.training.handler import Interrupted, TrainingHandler
 
-GROUP = "modelbus.training"
+GROUP = "training"   # consumer group name below kafka.topic_prefix (settings.group)
 EVENT_TYPES = ("DatasetCreated", "TrainingRequested")
 log = logging.getLogger("modelbus.consumers.training")
 
 
-def build_runner(settings: Settings, store: ArtifactStore, producer: EventProducer, *, group_id: str = GROUP,
+def build_runner(settings: Settings, store: ArtifactStore, producer: EventProducer, *, group_id: str | None = None,
                  owner: str | None = None, **runner_kw) -> ConsumerRunner:
     """A runner whose handler trains one event at a time and stops training when the runner stops."""
     handler = TrainingHandler(settings, store, producer, owner=owner)
     runner_kw.setdefault("max_attempts", 3)
-    runner = ConsumerRunner(settings, group_id=group_id,
+    runner = ConsumerRunner(settings, group_id=group_id or settings.group(GROUP),
                             topics=[settings.topic(T.DATASETS_CREATED), settings.topic(T.TRAINING_REQUESTED)],
                             handler=handler, name="training", producer=producer, max_batch=1,
                             expected_types=EVENT_TYPES, **runner_kw)
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m consumers.training",
                                      description="dataset-created / training-requested → trained, registered model")
-    parser.add_argument("--group", default=GROUP, help="Kafka consumer group")
+    parser.add_argument("--group", default=None, help=f"Kafka consumer group (default: <topic_prefix>.{GROUP})")
     parser.add_argument("--idle-timeout", type=float, default=None, help="exit after this many idle seconds")
     parser.add_argument("--max-events", type=int, default=None, help="exit after handling this many events")
     args = parser.parse_args(argv)

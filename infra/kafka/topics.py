@@ -44,7 +44,7 @@ CATALOGUE: tuple[TopicSpec, ...] = (
               partitions=1),
     TopicSpec(MODELS_REJECTED, ("DeploymentRejected",), "deployer", "metadata sink", partitions=1),
     TopicSpec(INFERENCE_TELEMETRY, ("InferenceTelemetry",), "served models inside Triton", "telemetry sink"),
-    TopicSpec(MONITORING_DRIFT, ("DriftDetected",), "drift monitor", "metadata sink, retrain policy"),
+    TopicSpec(MONITORING_DRIFT, ("DriftDetected",), "drift monitor", "metadata sink"),
     TopicSpec(SERVING_METRICS, ("ServerMetrics",), "Triton metrics scraper", "metadata sink"),
 )
 
