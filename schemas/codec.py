@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -38,6 +40,31 @@ class Decoded:
 
 Serializer = Callable[[dict[str, Any]], bytes]
 Deserializer = Callable[[bytes], Decoded]
+
+
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# The instants a reader can turn into a datetime (years 1..9999), in microseconds since the epoch.
+_MIN_TIME_US, _MAX_TIME_US = -62135596800_000_000, 253402300799_999_999
+
+
+def _check_header(event_type: str, record: Any) -> None:
+    """fastavro writes any string into a ``uuid`` field and any long into a ``timestamp-micros`` one, but
+    every reader parses them: refuse such a header at the writer, or the event is published and then
+    dead-lettered by every consumer as a "corrupt body"."""
+    try:
+        header = record["header"]
+        eid, when = header["event_id"], header["event_time"]
+    except (KeyError, TypeError):
+        return   # the schema check names what is missing
+    if not isinstance(eid, uuid.UUID) and not (isinstance(eid, str) and _CANONICAL_UUID.fullmatch(eid)):
+        try:   # the canonical form passes above cheaply (hot path); other spellings are parsed
+            uuid.UUID(eid)
+        except (TypeError, ValueError, AttributeError) as exc:
+            shown = repr(eid) if len(repr(eid)) <= 80 else repr(eid)[:80] + "..."
+            raise SerializationError(f"{event_type}: header.event_id {shown} is not a UUID") from exc
+    if isinstance(when, int) and not _MIN_TIME_US <= when <= _MAX_TIME_US:
+        raise SerializationError(f"{event_type}: header.event_time {when} is outside years 1-9999 "
+                                 "(microseconds since the Unix epoch expected)")
 
 
 class AvroCodec:
@@ -74,6 +101,7 @@ class AvroCodec:
         prefix = self._prefix(schema)
 
         def serialize(record: dict[str, Any]) -> bytes:
+            _check_header(event_type, record)
             buf = io.BytesIO()
             buf.write(prefix)
             try:
@@ -119,8 +147,8 @@ class AvroCodec:
         from schemas.catalog import fingerprint_of
 
         known = self.catalog.by_fingerprint.get(fingerprint_of(expanded))
-        if known is None:
-            name = expanded.get("name", "?")
+        if known is None:   # a newer (or older) producer's schema: resolved against ours by its short name
+            name = str(expanded.get("name", "?")).rsplit(".", 1)[-1]
             known = EventSchema(name, 0, expanded, parse_schema(expanded, _write_hint=False), fingerprint_of(expanded))
         self._by_registry_id[sid] = known
         return known

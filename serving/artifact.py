@@ -24,7 +24,7 @@ SAMPLE_INPUT = "sample_input.json"
 SAMPLE_OUTPUT = "sample_output.json"
 REQUIRED = (MODEL_FILE, SIGNATURE_FILE)
 OPTIONAL = (SAMPLE_INPUT, SAMPLE_OUTPUT)
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ def encode_column(spec: TensorSpec, values: Any) -> np.ndarray:
         values = [np.nan if v is None else v for v in values]
     try:
         arr = np.asarray(values, dtype=spec.numpy_dtype)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:   # OverflowError: an int beyond any float
         raise InvalidRequest(f"column '{col}' must hold numbers: {exc}") from exc
     per_row = int(np.prod([d for d in spec.dims if d > 0])) if spec.dims else 1
     if arr.ndim <= 1 or list(arr.shape[1:]) != [d for d in spec.dims]:

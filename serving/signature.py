@@ -16,7 +16,7 @@ from serving.errors import SignatureError
 
 TASKS = ("binary", "multiclass", "regression")
 KINDS = ("numeric", "categorical", "image")
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 # signature dtype -> (Triton config type, numpy dtype name)
 DTYPES: dict[str, tuple[str, str]] = {
     "FP32": ("TYPE_FP32", "float32"),

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from infra.clickhouse.errors import ClickHouseError, ClickHouseUnavailable
 
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 # Parameters of ClickHouse's HTTP interface that are transport concerns, not settings of the query.
 TRANSPORT_PARAMS = frozenset({

@@ -112,7 +112,10 @@ class LocalStore(ArtifactStore):
                 yield str(Path(dirpath, name).relative_to(base))
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except (IsADirectoryError, NotADirectoryError):   # a prefix, or below an artifact: no such key, as on S3
+            pass
 
     def delete_prefix(self, prefix: str) -> int:
         validate_prefix(prefix)

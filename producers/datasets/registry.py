@@ -26,7 +26,7 @@ from producers.datasets.spec import check_dataset_name
 from producers.datasets.store import DatasetStore
 from producers.errors import DatasetNotFoundError, IntegrityError
 
-_VERSION_PREFIX = re.compile(r"^[0-9a-f]{4,16}$")
+_VERSION_PREFIX = re.compile(r"^[0-9a-f]{4,16}\Z")
 
 
 @dataclass(frozen=True)

@@ -72,9 +72,15 @@ class Source:
         raise NotImplementedError
 
 
-def _without_pandas_index(schema: pa.Schema) -> list[str]:
+def _without_pandas_index(schema: pa.Schema, where: str) -> list[str]:
     """Columns to keep: a DataFrame's serialized index is not data (DataFrames are pushed without it)."""
-    meta = schema.pandas_metadata or {}
+    try:
+        meta = schema.pandas_metadata or {}
+    except ValueError as exc:   # not UTF-8 or not JSON: the file's footer is damaged
+        raise DatasetInputError(f"{where}: corrupt pandas metadata in the schema ({type(exc).__name__}); "
+                                "the file is damaged — write it again") from exc
+    if not isinstance(meta, dict):
+        raise DatasetInputError(f"{where}: corrupt pandas metadata in the schema (not a JSON object)")
     index = {c for c in meta.get("index_columns", []) if isinstance(c, str)}
     return [n for n in schema.names if n not in index]
 
@@ -82,7 +88,7 @@ def _without_pandas_index(schema: pa.Schema) -> list[str]:
 class ArrowSource(Source):
     def __init__(self, table: pa.Table, description: str, image_shape: tuple[int, ...] | None = None):
         super().__init__()
-        keep = _without_pandas_index(table.schema)
+        keep = _without_pandas_index(table.schema, description)
         if len(keep) != table.num_columns:
             table = table.select(keep)
         self.table, self.description, self.image_shape = table, description, image_shape
@@ -111,7 +117,7 @@ class ParquetSource(Source):
     def batches(self) -> Iterator[pa.RecordBatch]:
         self.done = 0
         schema = self._file.schema_arrow
-        keep = _without_pandas_index(schema)
+        keep = _without_pandas_index(schema, str(self.path))
         if len(keep) != len(schema):
             schema = pa.schema([schema.field(n) for n in keep], metadata=schema.metadata)
         try:

@@ -23,10 +23,10 @@ from producers.errors import InvalidNameError, InvalidSpecError
 
 Task = Literal["binary", "multiclass", "regression"]
 
-DATASET_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+DATASET_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
 # Column names end up in Triton input names, ClickHouse rows, report file names and shell
 # commands; allow what real CSV headers use and nothing that can escape a path or a quote.
-COLUMN_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_ .()%#+:@-]{0,127}$")
+COLUMN_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_ .()%#+:@-]{0,127}\Z")
 DEFAULT_LABEL = "label"
 IMAGE_COLUMN = "image"
 

@@ -31,7 +31,7 @@ DATA_FILE = "part-00000.parquet"
 METADATA = "metadata.json"
 COMMITTED = "_COMMITTED"
 PUBLISHED = "_PUBLISHED"
-VERSION_RE = re.compile(r"^[0-9a-f]{16}$")
+VERSION_RE = re.compile(r"^[0-9a-f]{16}\Z")
 
 
 def utc_now() -> str:

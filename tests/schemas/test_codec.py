@@ -141,3 +141,32 @@ def test_confluent_framing_with_a_registry():
     assert data[:1] == b"\x00"
     reader = AvroCodec(registry_client=registry)  # a different process: resolves the id through the registry
     assert _normalize(reader.decode(data).value) == _normalize(rec)
+
+
+def test_registry_framed_event_from_a_newer_producer_resolves_into_our_schema():
+    # Fake registry as above. The newer producer's schema adds a field with a default, registered under
+    # its full name as registries hold it; this process has never seen that schema.
+    import io
+    import json
+    import struct
+
+    from confluent_kafka.schema_registry import Schema
+    from confluent_kafka.schema_registry._sync.mock_schema_registry_client import MockSchemaRegistryClient
+    from fastavro import parse_schema, schemaless_writer
+
+    from schemas.catalog import catalog
+
+    current = catalog().current["ModelDeployed"]
+    newer = json.loads(current.json)
+    newer["name"] = f"{newer.get('namespace', 'modelbus.events')}.{newer['name'].rsplit('.', 1)[-1]}"
+    newer["fields"] = [*newer["fields"], {"name": "canary_share", "type": "double", "default": 0.0}]
+    registry = MockSchemaRegistryClient({"url": "mock://"})
+    sid = registry.register_schema("modelbus.deploy.deployed-value", Schema(json.dumps(newer), "AVRO"))
+    rec = _sample("ModelDeployed", 1)[0]
+    body = io.BytesIO()
+    schemaless_writer(body, parse_schema(newer, _write_hint=False), dict(rec, canary_share=0.25))
+    data = b"\x00" + struct.pack(">I", sid) + body.getvalue()
+
+    decoded = AvroCodec(registry_client=registry).decode(data, expected="ModelDeployed")
+    assert decoded.event_type == "ModelDeployed" and "canary_share" not in decoded.value
+    assert _normalize(decoded.value) == _normalize(rec)
