@@ -19,6 +19,14 @@ import pytest
 from infra.settings import Settings, load_settings
 from infra.stack.process import free_port
 
+# Fuzz tests are derandomized by default so that CI runs are repeatable (the examples differ per test but
+# not per run); `HYPOTHESIS_PROFILE=explore pytest ...` searches with fresh randomness to find new bugs.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("repeatable", derandomize=True)
+_hypothesis_settings.register_profile("explore", derandomize=False)
+_hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
+
 
 @pytest.fixture(scope="session")
 def session_dir(tmp_path_factory):

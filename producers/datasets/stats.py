@@ -175,7 +175,8 @@ def _numeric_view(arr: pa.Array) -> pa.Array:
         t = arr.type
     if pa.types.is_timestamp(t):
         return pc.divide(pc.cast(pc.cast(arr, pa.int64()), pa.float64()), 1e6)
-    return arr if pa.types.is_float64(t) else pc.cast(arr, pa.float64())
+    # safe=False: int64 beyond 2**53 has no exact float64, and statistics do not need one (a safe cast refuses)
+    return arr if pa.types.is_float64(t) else pc.cast(arr, pa.float64(), safe=False)
 
 
 class StatsCollector:

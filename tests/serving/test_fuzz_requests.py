@@ -64,7 +64,7 @@ def raw_requests(draw):
                                                                      "FP32")
         else:
             arr, dtype = (rng.normal(40, 30, size=(rows, 1)) * 10 ** rng.integers(0, 5)).astype(np.float32), "FP32"
-            if fault == "nonfinite":
+            if fault == "nonfinite" and rows:
                 where = draw(st.lists(st.integers(0, max(rows - 1, 0)), min_size=1, max_size=3))
                 arr[where, 0] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
             if fault == "dtype":
