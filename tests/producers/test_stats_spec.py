@@ -36,6 +36,14 @@ def test_numeric_stats_match_numpy_and_bins_follow_np_histogram():
     assert len(st["bin_edges"]) == 11 and st["distinct_count"] == len(v)
 
 
+def test_int64_beyond_float_precision_still_gets_statistics():
+    """Found by fuzzing a bit-flipped Parquet file: a safe int64 → float64 cast refuses values past 2**53."""
+    big = np.array([72340172838076730, 1, -(2**62), 5], dtype=np.int64)
+    st = _stats(pa.table({"x": big}), chunk=3)["x"]
+    assert st["count"] == 4 and st["min"] == pytest.approx(float(big.min()))
+    assert st["max"] == pytest.approx(float(big.max()))
+
+
 def test_large_column_stays_close_with_bounded_sketches():
     rng = np.random.default_rng(1)
     x = rng.exponential(1.0, 400_000)
