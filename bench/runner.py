@@ -37,7 +37,7 @@ def machine_info() -> dict:
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def run_all(quick: bool, only: list[str] | None = None, console=None) -> Path:
+def run_all(quick: bool, only: list[str] | None = None, console=None, out_dir: Path = RESULTS) -> Path:
     records, failures = [], []
     for name, module in SUITES.items():
         if only and name not in only:
@@ -60,8 +60,9 @@ def run_all(quick: bool, only: list[str] | None = None, console=None) -> Path:
                 console.print(f"[red]{name} failed:[/] {exc}")
     report = {"generated_at": dt.datetime.now(dt.timezone.utc).isoformat(), "quick": quick,
               "machine": machine_info(), "records": records, "failures": failures}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "latest.json"
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "latest.json"
     path.write_text(json.dumps(report, indent=2, default=str))
     path.with_suffix(".md").write_text(markdown(report))
     if console:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.console import Console
 
@@ -28,10 +30,15 @@ def demo(
 @app.command()
 def bench(
     quick: bool = typer.Option(False, "--quick", help="Smoke-sized runs (minutes, not tens of minutes)."),
+    out: str = typer.Option("", "--out", help="Directory of latest.json / latest.md (default: bench/results)."),
     only: list[str] = typer.Option([], "--only", help="Run only these suites (kafka, datasets, trainer, serving, sink, loop, soak)."),
 ) -> None:
     """Run every benchmark and write bench/results/latest.json and latest.md."""
-    from bench.runner import run_all
+    from bench.runner import RESULTS, SUITES, run_all
 
-    path = run_all(quick=quick, only=only or None, console=console)
+    unknown = sorted(set(only) - set(SUITES))
+    if unknown:
+        raise typer.BadParameter(f"unknown suite(s) {', '.join(unknown)}; known: {', '.join(SUITES)}",
+                                 param_hint="--only")
+    path = run_all(quick=quick, only=only or None, console=console, out_dir=Path(out) if out else RESULTS)
     console.print(f"[bold]report:[/] {path} and {path.with_suffix('.md')}")

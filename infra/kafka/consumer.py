@@ -29,6 +29,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 
 from infra.errors import DeliveryError, FatalError, PoisonEvent, SkipEvent
 from infra.kafka.config import consumer_config
+from infra.kafka.idempotency import ProcessedLog
 from infra.signals import on_stop_signals
 from infra.kafka.dlq import send_to_dlq
 from infra.kafka.envelope import Envelope, headers_dict
@@ -49,13 +50,14 @@ class RunnerStats:
     retries: int = 0
     commits: int = 0
     rebalances: int = 0
+    duplicates: int = 0   # events skipped because the ProcessedLog had their id
 
 
 class ConsumerRunner:
     def __init__(self, settings: Settings, *, group_id: str, topics: Iterable[str], handler: Handler, name: str,
                  producer: EventProducer | None = None, codec: AvroCodec | None = None, max_batch: int = 500,
                  max_attempts: int = 5, backoff_s: float = 0.5, expected_types: Iterable[str] | None = None,
-                 consumer_overrides: dict[str, Any] | None = None):
+                 consumer_overrides: dict[str, Any] | None = None, processed: ProcessedLog | None = None):
         self.settings = settings
         self.name = name
         self.group_id = group_id
@@ -79,6 +81,8 @@ class ConsumerRunner:
         self._progress_lock = threading.Lock()
         self._assigned: set[tuple[str, int]] = set()
         self._fatal: BaseException | None = None
+        self.processed = processed
+        self._done_ids: set[str] = set()   # handled since the last commit; marked in ``processed`` before it
 
     # -- lifecycle --------------------------------------------------------
     def stop(self) -> None:
@@ -243,16 +247,22 @@ class ConsumerRunner:
             offset=msg.offset(), event_id=str(decoded.value["header"]["event_id"]),
             timestamp_ms=msg.timestamp()[1], headers=raw_headers, writer_version=decoded.writer_version,
         )
+        if self.processed is not None and (env.event_id in self._done_ids or self.processed.seen(env.event_id)):
+            log.debug("%s: %s already processed (event %s)", self.name, env.coordinates, env.event_id)
+            self.stats.duplicates += 1
+            return
         attempt = 0
         while True:
             attempt += 1
             try:
                 self.handler(env)
                 self.stats.processed += 1
+                self._done(env.event_id)
                 return
             except SkipEvent as exc:
                 log.debug("%s: skip %s: %s", self.name, env.coordinates, exc)
                 self.stats.skipped += 1
+                self._done(env.event_id)
                 return
             except PoisonEvent as exc:
                 log.warning("%s: poison %s (%s): %s", self.name, env.coordinates, env.event_type, exc)
@@ -273,6 +283,11 @@ class ConsumerRunner:
                 if self._stop.wait(delay):
                     raise FatalError(f"{self.name}: stopping while {env.coordinates} awaits a retry") from exc
 
+    def _done(self, event_id: str) -> None:
+        if self.processed is not None:
+            with self._progress_lock:
+                self._done_ids.add(event_id)
+
     def _dead_letter(self, msg, reason: str, exc: BaseException, headers: dict[str, bytes]) -> None:
         send_to_dlq(self.producer, topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
                     key=msg.key(), value=msg.value(), reason=reason, error=exc, group=self.group_id,
@@ -292,6 +307,13 @@ class ConsumerRunner:
             self._fatal = FatalError(f"{self.name}: outputs not durable, not committing: {exc}")
             self._stop.set()
             return
+        if self.processed is not None:   # outputs are durable now; mark before committing (see ProcessedLog)
+            with self._progress_lock:
+                done = set(self._done_ids)
+            for event_id in done:
+                self.processed.mark(event_id, group=self.group_id)
+            with self._progress_lock:
+                self._done_ids -= done      # only now: a duplicate arriving meanwhile still finds the id
         offsets = [TopicPartition(t, p, off) for (t, p), off in pending.items()]
         try:
             self._consumer.commit(offsets=offsets, asynchronous=False)

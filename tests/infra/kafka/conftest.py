@@ -16,6 +16,18 @@ def drift_event(i: int = 0) -> dict:
             "psi_threshold": 0.2, "p_value_threshold": 0.01, "sample_size": 10}
 
 
+def wait_for(cond, timeout: float = 30.0) -> bool:
+    """Poll ``cond`` until it holds (True) or ``timeout`` seconds pass (False): tests assert on the result."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def read_all(settings, topic: str, expect: int, timeout: float = 15.0) -> list:
     """Every message of ``topic`` read by a throwaway group (real broker round trip)."""
     c = Consumer(consumer_config(settings.kafka, f"reader-{uuid.uuid4().hex[:8]}"))

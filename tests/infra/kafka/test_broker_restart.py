@@ -11,7 +11,6 @@ below are the ones that were running before, untouched by the test.
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 
 import pytest
@@ -24,7 +23,7 @@ from infra.kafka.topics import INFERENCE_TELEMETRY, MONITORING_DRIFT
 from infra.stack.process import free_port
 from infra.stack.supervisor import Stack
 
-from .conftest import committed, drift_event
+from .conftest import committed, drift_event, wait_for
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -53,15 +52,6 @@ def _restart(stack: Stack) -> None:
     stack.up()
 
 
-def _wait(cond, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def _partitions(settings, topic: str) -> int:
     return len(admin_client(settings).list_topics(timeout=10).topics[topic].partitions)
 
@@ -81,8 +71,8 @@ def test_running_producer_and_consumer_resume_after_a_restart_and_failures_are_r
             (producer if i % 2 else idle).send(topic, "DriftDetected", ev, key=f"k{i % 6}")
         producer.flush(10)
         idle.flush(10)
-        assert _wait(lambda: len(handled) == 60)
-        assert _wait(lambda: committed(s, "g-restart", topic, parts) == 60)
+        assert wait_for(lambda: len(handled) == 60)
+        assert wait_for(lambda: committed(s, "g-restart", topic, parts) == 60)
 
         # (b) Events sent while the broker is down are retried until message.timeout.ms, then reported.
         stack.kafka.stop()
@@ -107,9 +97,9 @@ def test_running_producer_and_consumer_resume_after_a_restart_and_failures_are_r
         producer.flush(20)                               # acknowledged: no DeliveryError
         idle.flush(20)
         want = {ev["header"]["event_id"] for ev in after}
-        assert _wait(lambda: want <= set(handled)), f"handled after restart: {len(set(handled) & want)} of 12"
+        assert wait_for(lambda: want <= set(handled)), f"handled after restart: {len(set(handled) & want)} of 12"
         assert consumer.error is None and consumer.thread.is_alive()
-        assert _wait(lambda: committed(s, "g-restart", topic, parts) == 12)   # nothing stale committed
+        assert wait_for(lambda: committed(s, "g-restart", topic, parts) == 12)   # nothing stale committed
     assert sorted(handled[60:]) == sorted(want)          # each once; the failed five never reached the broker
     assert producer.renewals >= 1 and idle.renewals >= 1  # each got a new producer id from the new broker
 
@@ -146,13 +136,13 @@ def test_telemetry_sink_does_not_resume_from_offsets_stored_on_the_lost_broker(s
         for i in range(60):
             producer.send(topic, "InferenceTelemetry", _telemetry(i, "before"), key=f"k{i % 6}")
         producer.flush(10)
-        assert _wait(lambda: _rows(store) == 60)
+        assert wait_for(lambda: _rows(store) == 60)
 
         _restart(stack)
         for i in range(9):
             producer.send(topic, "InferenceTelemetry", _telemetry(i, "after"), key=f"k{i % 6}")
         producer.flush(20)
-        assert _wait(lambda: _rows(store) == 69), f"{_rows(store)} rows stored of 69"
+        assert wait_for(lambda: _rows(store) == 69), f"{_rows(store)} rows stored of 69"
         stored = {r["request_id"] for r in store.query_rows(
             "SELECT request_id FROM inference_telemetry WHERE startsWith(request_id, 'after-')")}
         assert stored == {f"after-{i}" for i in range(9)}

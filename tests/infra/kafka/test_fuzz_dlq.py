@@ -26,7 +26,7 @@ from schemas import AvroCodec, SerializationError, catalog
 from schemas.codec import CONFLUENT_MAGIC, SINGLE_OBJECT_MAGIC
 from tests.fuzz_strategies import avro_values
 
-from .conftest import drift_event
+from .conftest import drift_event, wait_for
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -72,15 +72,6 @@ def routed_to_handler(value: bytes | None) -> bool:
         return CODEC.decode(value).event_type == EXPECTED
     except SerializationError:
         return False
-
-
-def _wait(cond, timeout=30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 class DlqReader:
@@ -146,7 +137,7 @@ def test_garbage_is_dead_lettered_and_valid_events_handled_once_by_a_live_runner
     good = {coords for coords, (value, _, _) in landed if routed_to_handler(value)}
     bad = {coords: msg for coords, msg in landed if coords not in good}
     f.dead += len(bad)
-    assert _wait(lambda: f.runner.handled >= f.sent), f"runner stuck at {f.runner.stats}, sent {f.sent}"
+    assert wait_for(lambda: f.runner.handled >= f.sent), f"runner stuck at {f.runner.stats}, sent {f.sent}"
     assert f.thread.thread.is_alive() and f.thread.error is None
     assert good <= set(f.handled) and len(f.handled) == len(set(f.handled)), "each valid event exactly once"
     assert not set(bad) & set(f.handled), "garbage reached the handler"

@@ -12,18 +12,9 @@ from infra.kafka import ConsumerRunner, EventProducer
 from infra.kafka import dlq as D
 from infra.kafka.topics import MONITORING_DRIFT, dlq_name
 
-from .conftest import committed, drift_event, read_all
+from .conftest import committed, drift_event, read_all, wait_for
 
 pytestmark = pytest.mark.stack
-
-
-def _wait(cond, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_events_flow_and_garbage_goes_to_the_dlq_while_the_consumer_keeps_running(isolated_settings, runner_thread):
@@ -45,7 +36,7 @@ def test_events_flow_and_garbage_goes_to_the_dlq_while_the_consumer_keeps_runnin
         for ev in sent[2:]:
             producer.send(topic, "DriftDetected", ev, key="m")
         producer.flush()
-        assert _wait(lambda: len(seen) == 5 and runner.stats.dead_lettered == 3)
+        assert wait_for(lambda: len(seen) == 5 and runner.stats.dead_lettered == 3)
     assert seen == [e["header"]["event_id"] for e in sent]   # one key → one partition → order kept
     dead = read_all(s, dlq_name(topic), 3)
     assert len(dead) == 3
@@ -83,7 +74,7 @@ def test_poison_retry_and_skip_outcomes(isolated_settings, runner_thread):
         for i in range(6):
             producer.send(topic, "DriftDetected", drift_event(i), key="m")
         producer.flush()
-        assert _wait(lambda: runner.handled == 6)
+        assert wait_for(lambda: runner.handled == 6)
     assert done == ["f0", "f2", "f5"]
     assert attempts["f2"] == 3 and attempts["f4"] == 3
     assert runner.stats.skipped == 1 and runner.stats.dead_lettered == 2
@@ -108,7 +99,38 @@ def test_a_handler_longer_than_max_poll_interval_keeps_its_partition(isolated_se
     with runner_thread(runner):
         rebalances_before = runner.stats.rebalances
         assert finished.wait(30)
-        assert _wait(lambda: runner.stats.commits >= 1, 10)
+        assert wait_for(lambda: runner.stats.commits >= 1, 10)
         assert runner.stats.rebalances == rebalances_before   # never kicked out of the group
     assert runner.stats.processed == 1
     assert committed(s, "g-slow", topic, s.kafka.default_partitions) == 1
+
+
+def test_processed_log_gives_one_effect_per_event_id_across_duplicates_and_a_replay(isolated_settings, runner_thread,
+                                                                                     tmp_path):
+    from infra.kafka.idempotency import ProcessedLog
+    from infra.storage import open_store
+
+    s = isolated_settings
+    topic = s.topic(MONITORING_DRIFT)
+    producer = EventProducer(s, name="tests")
+    log = ProcessedLog(open_store(str(tmp_path / "store")), "g-once")
+    effects: list[str] = []
+    events = [drift_event(i) for i in range(4)]
+    for ev in [*events, events[1], events[3]]:          # the same event_id delivered twice
+        producer.send(topic, "DriftDetected", ev, key="m")
+    producer.flush()
+
+    def runner(group: str, plog: ProcessedLog) -> ConsumerRunner:
+        return ConsumerRunner(s, group_id=group, topics=[topic], handler=lambda env: effects.append(env.event_id),
+                              name="once", processed=plog)
+
+    first = runner("g-once", log)
+    with runner_thread(first):
+        assert wait_for(lambda: first.handled + first.stats.duplicates == 6)
+    assert sorted(effects) == sorted(e["header"]["event_id"] for e in events)
+    assert first.stats.duplicates == 2
+    # a replay from offset 0 (new group), in a new process sharing the store: nothing happens twice
+    replay = runner("g-once-replay", ProcessedLog(open_store(str(tmp_path / "store")), "g-once"))
+    with runner_thread(replay):
+        assert wait_for(lambda: replay.stats.duplicates == 6)
+    assert len(effects) == 4 and replay.stats.processed == 0
