@@ -59,6 +59,17 @@ def mb(isolated_settings, tmp_path):
     client.close()
 
 
+def module_client(kafka_settings, tmp_path_factory, prefix: str):
+    """An SDK client on its own topics and store, shared by one test module (cheaper than one per test)."""
+    from infra.kafka.admin import ensure_topics
+    from producers.sdk import ModelBus
+
+    settings = kafka_settings.with_overrides(kafka={"topic_prefix": f"{prefix}{uuid.uuid4().hex[:8]}"},
+                                             artifacts={"root": str(tmp_path_factory.mktemp(prefix) / "store")})
+    ensure_topics(settings)
+    return ModelBus(settings)
+
+
 def topic_size(settings, logical: str = topics.DATASETS_CREATED) -> int:
     """Messages ever written to a topic (sum of high watermarks): an exact, instant 'was anything published'."""
     topic = settings.topic(logical)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 
 import numpy as np
 import pandas as pd
@@ -12,7 +11,7 @@ import pytest
 
 from producers.errors import DatasetInputError, DatasetValidationError, InvalidNameError, InvalidSpecError
 
-from .conftest import SPEC, churn_frame, topic_size
+from .conftest import SPEC, churn_frame, module_client, topic_size
 
 pytestmark = pytest.mark.stack
 
@@ -20,13 +19,7 @@ pytestmark = pytest.mark.stack
 @pytest.fixture(scope="module")
 def client(kafka_settings, tmp_path_factory):
     """One SDK client for the module: every push below must fail, so its topic and store stay empty."""
-    from infra.kafka.admin import ensure_topics
-    from producers.sdk import ModelBus
-
-    settings = kafka_settings.with_overrides(kafka={"topic_prefix": f"bad{uuid.uuid4().hex[:8]}"},
-                                             artifacts={"root": str(tmp_path_factory.mktemp("bad") / "store")})
-    ensure_topics(settings)
-    mb = ModelBus(settings)
+    mb = module_client(kafka_settings, tmp_path_factory, "bad")
     yield mb
     mb.close()
 

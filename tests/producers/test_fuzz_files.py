@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import io
 import tempfile
-import uuid
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from producers.cli import dataset_app
 from producers.errors import ProducerError
 from tests.fuzz_strategies import hostile_names
 
-from .conftest import churn_frame, topic_size
+from .conftest import churn_frame, module_client, topic_size
 
 pytestmark = pytest.mark.stack
 
@@ -33,17 +32,11 @@ SPEC = {"name": "fuzz", "label": "churned"}
 @pytest.fixture(scope="module")
 def client(kafka_settings, tmp_path_factory):
     """One SDK client on fresh topics and a fresh store; ``pushed`` counts the pushes that succeeded."""
-    from infra.kafka.admin import ensure_topics
-    from producers.sdk import ModelBus
-
-    settings_ = kafka_settings.with_overrides(kafka={"topic_prefix": f"fz{uuid.uuid4().hex[:8]}"},
-                                              artifacts={"root": str(tmp_path_factory.mktemp("fuzz") / "store")})
-    ensure_topics(settings_)
-    mb = ModelBus(settings_)
+    mb = module_client(kafka_settings, tmp_path_factory, "fz")
     mb.published = set()
     yield mb
     mb.close()
-    assert topic_size(settings_) == len(mb.published), "every announcement belongs to a successful push"
+    assert topic_size(mb.settings) == len(mb.published), "every announcement belongs to a successful push"
 
 
 def _readable(msg: str) -> bool:
