@@ -191,16 +191,12 @@ def _decision(watcher, reg: dict, timeout: float) -> tuple[str, dict]:
 
 def _send_traffic(settings: Settings, model: str, rows: list[dict[str, list]], concurrency: int = 8) -> dict:
     """Closed-loop gRPC load: each request is one raw row; latencies measured at the client."""
-    import numpy as np
-
     from serving.client import ModelClient
 
     with ModelClient.from_settings(settings) as client:
         res = client.run_load(model, rows, concurrency=concurrency, requests=len(rows))
-    lat = np.array(res.latencies_s) * 1000
     return {"ok": len(res.latencies_s), "errors": len(res.errors), "rps": res.throughput,
-            "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
-            "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan")}
+            "p50_ms": res.percentile(50) * 1000, "p99_ms": res.percentile(99) * 1000}
 
 
 def _telemetry_count(store, model: str) -> int:
