@@ -32,38 +32,42 @@ TARGET_THROUGHPUT = 0.6    # push MB/s vs raw conversion MB/s
 TARGET_PEAK_MB = 1024      # peak RSS of the push process, for a 1 GB file
 ROWS_PER_CHUNK = 200_000
 
-_BASELINE = textwrap.dedent('''
-    import json, resource, sys, time
-    def hwm_kb():   # VmHWM: this process's own peak; ru_maxrss would carry over the parent's across exec
-        return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
+def _measured(setup: str, work: str) -> str:
+    """A script that runs ``setup`` untimed, then times ``work`` (which sets ``extra``, a dict) and prints
+    seconds, CPU seconds and the process's own peak RSS as JSON: both sides are measured the same way."""
+    return textwrap.dedent('''
+        import json, resource, sys, time
+        def hwm_kb():   # VmHWM: this process's own peak; ru_maxrss would carry over the parent's across exec
+            return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
+    ''') + textwrap.dedent(setup) + textwrap.dedent('''
+        ru0 = resource.getrusage(resource.RUSAGE_SELF)
+        cpu0, t0 = ru0.ru_utime + ru0.ru_stime, time.perf_counter()
+    ''') + textwrap.dedent(work) + textwrap.dedent('''
+        seconds = time.perf_counter() - t0
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        print(json.dumps({"seconds": seconds, "peak_kb": hwm_kb(), "cpu": ru.ru_utime + ru.ru_stime - cpu0, **extra}))
+    ''')
+
+
+_BASELINE = _measured('''
     import pyarrow.csv as pcsv, pyarrow.parquet as pq
     src, dst = sys.argv[1:3]
-    ru0 = resource.getrusage(resource.RUSAGE_SELF)
-    cpu0, t0 = ru0.ru_utime + ru0.ru_stime, time.perf_counter()
+''', '''
     reader = pcsv.open_csv(src, read_options=pcsv.ReadOptions(block_size=16 << 20))
     with pq.ParquetWriter(dst, reader.schema) as writer:
         for batch in reader:
             writer.write_batch(batch)
-    seconds = time.perf_counter() - t0
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"seconds": seconds, "peak_kb": hwm_kb(), "cpu": ru.ru_utime + ru.ru_stime - cpu0}))
+    extra = {}
 ''')
 
-_PUSH = textwrap.dedent('''
-    import json, resource, sys, time
-    def hwm_kb():   # VmHWM: this process's own peak; ru_maxrss would carry over the parent's across exec
-        return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
+_PUSH = _measured('''
     from infra.storage import open_store
     from producers.datasets import push_dataset
     src, root = sys.argv[1:3]
-    ru0 = resource.getrusage(resource.RUSAGE_SELF)
-    cpu0, t0 = ru0.ru_utime + ru0.ru_stime, time.perf_counter()
+''', '''
     res = push_dataset(src, {"name": "bench", "label": "label", "slice_by": ["region"]},
                        store=open_store(root), publisher=None, topic="unused", workdir=root)
-    seconds = time.perf_counter() - t0
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"seconds": seconds, "peak_kb": hwm_kb(), "cpu": ru.ru_utime + ru.ru_stime - cpu0,
-                      "rows": res.row_count, "version": res.version}))
+    extra = {"rows": res.row_count, "version": res.version}
 ''')
 
 

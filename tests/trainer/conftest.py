@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from trainer.spec import DatasetInfo, TrainingSpec
 
@@ -46,12 +45,8 @@ FAST = dict(epochs=3, batch_size=64, hidden_sizes=(16,), device="cpu", min_slice
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models train faster on one thread, and on a busy 2-core runner threads only fight each other."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _every_trainer_test_on_one_torch_thread(one_torch_thread):
+    """The shared ``one_torch_thread`` fixture (tests/conftest.py), for every test here."""
 
 
 @pytest.fixture
