@@ -25,6 +25,7 @@ from typing import Any, Mapping
 
 from serving.deploy import Deployer
 from serving.errors import ServerUnavailable, ServingError
+from serving.repository import step_model_name
 
 log = logging.getLogger("modelbus.consumers.deployer")
 STAGE_RECONCILE = "reconcile"
@@ -68,9 +69,9 @@ def reconcile(deployer: Deployer, desired: Mapping[str, Mapping[str, Any]]) -> R
         report.checked += 1
         want = int(record["model_version"])
         have = ready.get(name, set())
-        if want in have:
+        if want in have and (not deployer.uses_steps or want in ready.get(step_model_name(name, want), set())):
             continue
-        if have:
+        if have and want not in have:
             note = f"serves v{max(have)}, champion is v{want}; left as is (rollback or deployment in flight)"
             report.mismatched[name] = note
             log.debug("stage=%s model=%s %s", STAGE_RECONCILE, name, note)

@@ -78,8 +78,8 @@ class TritonSettings(_Section):
     )
     backend: Literal["python", "pytorch"] = Field(
         "python",
-        description="Triton backend for served models: 'python' (embedded, TorchScript in the Python backend) "
-        "or 'pytorch' (production Triton images with libtorch).",
+        description="Where the TorchScript runs: 'python' (embedded: inside the Python-backend model) or "
+        "'pytorch' (production images: a libtorch step model the Python-backend model calls over BLS).",
     )
     instance_count: int = Field(1, ge=1, description="Model instances per deployed model.")
     max_batch_size: int = Field(64, ge=1, description="max_batch_size written to config.pbtxt.")

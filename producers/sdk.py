@@ -25,7 +25,7 @@ from infra.storage import ArtifactStore
 from producers.datasets.push import Progress, PushResult, push_dataset
 from producers.datasets.registry import ArtifactDatasetRegistry, DatasetRegistry
 from producers.datasets.spec import DatasetSpec, build_spec, check_dataset_name
-from producers.errors import DatasetNotFoundError, ProducerError
+from producers.errors import DatasetNotFoundError, InvalidNameError, ProducerError
 from schemas.events import new_header
 
 PRODUCER = "producers.sdk"
@@ -87,6 +87,7 @@ class ModelBus:
             raise DatasetNotFoundError(f"no dataset named {dataset_name!r}; push it first")
         if model_name is not None:
             check_dataset_name(model_name)
+            _check_model_name(model_name)
         if n_trials < 0 or (search_space is None and n_trials):
             raise ProducerError("n_trials needs a search_space (and must be >= 0)")
         request_id = str(uuid.uuid4())
@@ -152,3 +153,14 @@ def _to_json(value: Mapping[str, Any] | BaseModel | str | None) -> str | None:
         json.loads(value)  # must already be JSON
         return value
     return json.dumps(dict(value), sort_keys=True, default=str)
+
+
+def _check_model_name(name: str) -> None:
+    """The deployer's own rule too (reserved step-model names), so a bad name fails here, not after training."""
+    from serving.errors import RepositoryError
+    from serving.repository import validate_model_name
+
+    try:
+        validate_model_name(name)
+    except RepositoryError as exc:
+        raise InvalidNameError(str(exc)) from exc

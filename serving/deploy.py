@@ -7,11 +7,18 @@ inference against the artifact's recorded sample output. Any failure puts the
 previous config back and reloads it, so the champion keeps serving; the result
 names the stage that failed ('artifact', 'load' or 'smoke') for the
 DeploymentRejected event.
+
+On the pytorch backend each version also has a libtorch step model (see
+``serving.repository``). It is loaded before the front that calls it, and the
+step of the version that served before stays loaded until the next switch:
+requests still draining through the old front never call an unloaded model,
+and rolling back to it is just a front reload.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -26,7 +33,7 @@ from infra.storage.factory import store_from_settings
 from serving.artifact import SAMPLE_INPUT, SAMPLE_OUTPUT, ArtifactError, fetch_artifact, verify_checksum
 from serving.client import ModelClient
 from serving.errors import RepositoryError, ServerUnavailable, ServingError, SignatureError
-from serving.repository import ModelRepository, validate_model_name
+from serving.repository import ModelRepository, step_model_name, validate_model_name
 from serving.signature import Signature
 
 log = logging.getLogger("modelbus.serving.deploy")
@@ -101,7 +108,7 @@ class Deployer:
                               f"checksum {str(kept.get('checksum'))[:16]}…; a different artifact under the same "
                               "version is refused (register a new version)", previous_version=previous,
                               serving_version=previous)
-            if kept and self.client.is_ready(name, version):
+            if kept and self._ready(name, version):
                 return result(True, previous_version=previous, serving_version=version, action="reconcile")
         prev_config = self.repo.config_bytes(name)
         with tempfile.TemporaryDirectory(prefix="modelbus-deploy-") as tmp:
@@ -145,7 +152,11 @@ class Deployer:
         if to_version not in kept:
             raise ServingError(f"version {to_version} of {name!r} is not in the repository (kept: {kept or 'none'})")
         info = self.repo.version_info(name, to_version)
-        local = self.repo.store.local_path(f"{name}/{to_version}/model.pt")
+        placed_for = info.get("backend", "python")
+        if placed_for != self.repo.options.backend:
+            raise ServingError(f"version {to_version} of {name!r} was placed for the {placed_for} backend and this "
+                               f"deployer runs {self.repo.options.backend}: deploy it again from its artifact")
+        local = self.repo.store.local_path(self.repo.model_file_key(name, to_version))
         base = dict(model_name=name, model_version=to_version, action="rollback", previous_version=current,
                     checksum=info.get("checksum", ""), artifact_uri=info.get("artifact_uri", ""),
                     backend=self.repo.options.backend, repository_uri=self.repo.uri)
@@ -169,7 +180,7 @@ class Deployer:
         serving = self._serving(name)
         info = self.repo.version_info(name, serving) if serving and self.repo.has_version(name, serving) else {}
         try:
-            ready = bool(serving) and self.client.is_ready(name, serving)
+            ready = bool(serving) and self._ready(name, serving)
         except ServingError:
             ready = False
         return {"model_name": name, "serving_version": serving, "versions": self.repo.versions(name),
@@ -182,6 +193,29 @@ class Deployer:
         versions = self.repo.serving_versions(name)
         return versions[-1] if versions else None
 
+    @property
+    def uses_steps(self) -> bool:
+        """Whether versions run in libtorch step models (the pytorch backend)."""
+        return self.repo.options.backend == "pytorch"
+
+    def _ready(self, name: str, version: int) -> bool:
+        """The front is ready, and on pytorch the step model it calls too."""
+        return self.client.is_ready(name, version) and (
+            not self.uses_steps or self.client.is_ready(step_model_name(name, version), version))
+
+    def _retire_steps(self, name: str, keep: set[int]) -> None:
+        """Unload step models of ``name`` other than ``keep`` (best effort: a leftover only costs memory)."""
+        pattern = re.compile(re.escape(name) + r"__v([0-9]+)\Z")
+        try:
+            loaded = {m.get("name", "") for m in self.client.models() if str(m.get("state", "")).upper() == "READY"}
+            for step in sorted(loaded):
+                match = pattern.match(step)
+                if match and int(match.group(1)) not in keep:
+                    self.client.unload_model(step)
+                    log.info("stage=%s model=%s unloaded step %s", STAGE_LOAD, name, step)
+        except ServingError as exc:
+            log.warning("stage=%s model=%s could not retire old step models: %s", STAGE_LOAD, name, exc)
+
     def _switch(self, name: str, version: int, sig: Signature, prev_config: bytes | None,
                 previous: int | None) -> tuple[str, str] | None:
         """Point the config at ``version``, load and smoke-test it; on failure restore the previous state.
@@ -189,9 +223,18 @@ class Deployer:
         An unreachable Triton is not the candidate's fault: the previous config is put
         back and ServerUnavailable propagates so the caller retries later.
         """
+        failure = self._load_and_smoke(name, version, sig, prev_config, previous)
+        if self.uses_steps:
+            self._retire_steps(name, keep={v for v in (self._serving(name), previous) if v})
+        return failure
+
+    def _load_and_smoke(self, name: str, version: int, sig: Signature, prev_config: bytes | None,
+                        previous: int | None) -> tuple[str, str] | None:
         self.repo.write_config(name, sig, [version])
         try:
             try:
+                if self.uses_steps:   # the front's initialize() does not call its step, so this order is enough
+                    self.client.load_model(step_model_name(name, version), timeout_s=self.load_timeout_s)
                 self.client.load_model(name, timeout_s=self.load_timeout_s)
             except ServerUnavailable:
                 raise

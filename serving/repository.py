@@ -1,10 +1,22 @@
 """Writing models into a Triton model repository (a local directory or an s3:// prefix).
 
 Layout: ``<repo>/<model>/config.pbtxt`` plus one directory per version holding
-``model.pt``, ``signature.json``, ``deploy.json`` (provenance, checksum) and for
-the Python backend ``model.py``. The config pins exactly one version with a
-``specific`` version policy, so switching versions is "rewrite config, load"
-and rollback needs no artifact store: the last N versions stay on disk.
+``model.py`` (the Python-backend model clients call), ``signature.json``,
+``deploy.json`` (provenance, checksum) and the samples. The config pins exactly
+one version with a ``specific`` version policy, so switching versions is
+"rewrite config, load" and rollback needs no artifact store: the last N
+versions stay on disk.
+
+Where the TorchScript runs depends on the backend setting:
+
+- ``python`` (embedded): ``model.pt`` sits in the version directory and the
+  Python-backend model runs it in-process.
+- ``pytorch`` (NVIDIA's Triton images): ``model.pt`` goes into a *step model*
+  ``<model>__v<version>`` on ``pytorch_libtorch``, and the Python-backend model
+  becomes a thin front that validates the request, calls the step through BLS
+  and emits telemetry, so every request still yields InferenceTelemetry. Each
+  version has its own step model (its own inputs, no config shared across
+  versions), and names ending in ``__v<digits>`` are reserved for them.
 
 Both kinds of repository go through ``infra.storage`` (keys are validated there
 too); production Triton reads s3:// repositories natively.
@@ -33,7 +45,10 @@ BACKEND_MODEL_FILE = "model.py"
 PARAM_SIGNATURE = "modelbus.signature"
 PARAM_TELEMETRY = "modelbus.telemetry"
 PARAM_NAN_POLICY = "modelbus.nan_policy"
+PARAM_STEP_MODEL = "modelbus.step_model"
+STEP_PLATFORM = "pytorch_libtorch"
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
+_STEP_SUFFIX = re.compile(r"__v[0-9]+\Z")
 
 
 def validate_model_name(name: Any) -> str:
@@ -45,7 +60,19 @@ def validate_model_name(name: Any) -> str:
     if not isinstance(name, str) or not _MODEL_NAME.match(name):
         raise RepositoryError(f"invalid model name {name!r}: use 1-64 letters, digits, '_' or '-', "
                               "starting with a letter or digit")
+    if _STEP_SUFFIX.search(name):
+        raise RepositoryError(f"invalid model name {name!r}: names ending in '__v<digits>' are reserved for "
+                              "the libtorch step models of the pytorch backend")
     return name
+
+
+def step_model_name(name: str, version: int) -> str:
+    """The libtorch model behind ``version`` of ``name`` on the pytorch backend."""
+    return f"{validate_model_name(name)}__v{_version(version)}"
+
+
+def is_step_model(name: str) -> bool:
+    return bool(_STEP_SUFFIX.search(name))
 
 
 def _version(v: Any) -> int:
@@ -96,27 +123,60 @@ class ModelRepository:
 
     # -- config -----------------------------------------------------------
     def render_config(self, name: str, signature: Signature, versions: Iterable[int]) -> str:
-        """config.pbtxt text serving exactly ``versions`` with the inputs/outputs of ``signature``."""
+        """config.pbtxt text serving exactly ``versions`` with the inputs/outputs of ``signature``.
+
+        Always the Python backend: on ``pytorch`` it is the front that calls the
+        version's step model (``modelbus.step_model``), so it must serve one version.
+        """
         validate_model_name(name)
         o = self.options
-        cfg = mc.ModelConfig(name=name, max_batch_size=o.max_batch_size)
-        if o.backend == "python":
-            cfg.backend = "python"
-        else:
-            cfg.platform = "pytorch_libtorch"
-        cfg.version_policy.specific.versions.extend(sorted(_version(v) for v in versions))
+        versions = sorted(_version(v) for v in versions)
+        cfg = mc.ModelConfig(name=name, max_batch_size=o.max_batch_size, backend="python")
+        cfg.version_policy.specific.versions.extend(versions)
         for spec in signature.inputs:
             cfg.input.add(name=spec.name, data_type=getattr(mc, spec.triton_type), dims=list(spec.dims))
         for spec in signature.outputs:
             cfg.output.add(name=spec.name, data_type=getattr(mc, spec.triton_type), dims=list(spec.dims))
         cfg.dynamic_batching.max_queue_delay_microseconds = 0
-        group = cfg.instance_group.add(count=o.instance_count)
-        if o.backend == "python":
-            group.kind = mc.ModelInstanceGroup.KIND_CPU
+        cfg.instance_group.add(count=o.instance_count, kind=mc.ModelInstanceGroup.KIND_CPU)
         cfg.parameters[PARAM_SIGNATURE].string_value = signature.to_json()
         cfg.parameters[PARAM_TELEMETRY].string_value = "true" if o.telemetry else "false"
         cfg.parameters[PARAM_NAN_POLICY].string_value = o.nan_policy
+        if o.backend == "pytorch":
+            if len(versions) != 1:
+                raise RepositoryError(f"the pytorch backend serves one version of {name!r} at a time, got {versions}")
+            cfg.parameters[PARAM_STEP_MODEL].string_value = step_model_name(name, versions[0])
         return text_format.MessageToString(cfg)
+
+    def render_step_config(self, name: str, version: int, signature: Signature) -> str:
+        """config.pbtxt of the libtorch step model of one version.
+
+        No batching of its own (the front batches; ``max_batch_size`` 0 makes the
+        batch dimension explicit), because libtorch passes strings only as a
+        one-dimensional ``List[str]``: categorical inputs are ``[-1]``, numbers
+        ``[-1, *dims]``. The instance kind is left to Triton, so it runs on a GPU
+        where there is one.
+        """
+        step = step_model_name(name, version)
+        cfg = mc.ModelConfig(name=step, max_batch_size=0)
+        self._step_runtime(cfg)
+        cfg.version_policy.specific.versions.append(version)
+        for spec in signature.inputs:
+            dims = [-1] if spec.dtype == "BYTES" else [-1, *spec.dims]
+            cfg.input.add(name=spec.name, data_type=getattr(mc, spec.triton_type), dims=dims)
+        for spec in signature.outputs:
+            cfg.output.add(name=spec.name, data_type=getattr(mc, spec.triton_type), dims=[-1, *spec.dims])
+        cfg.instance_group.add(count=self.options.instance_count)
+        cfg.parameters[PARAM_SIGNATURE].string_value = signature.to_json()
+        return text_format.MessageToString(cfg)
+
+    def _step_runtime(self, cfg: mc.ModelConfig) -> None:
+        """Where step models run: libtorch. (Tests override this: the bundled tritonserver has no libtorch.)"""
+        cfg.platform = STEP_PLATFORM
+
+    def _step_files(self) -> dict[str, bytes]:
+        """Extra files for a step model's version directory (none for libtorch)."""
+        return {}
 
     def write_config(self, name: str, signature: Signature, versions: Iterable[int]) -> str:
         return self._put(f"{validate_model_name(name)}/{CONFIG_FILE}",
@@ -156,17 +216,33 @@ class ModelRepository:
         verify_checksum(artifact.model_path, artifact.checksum)
         prefix = f"{name}/{version}"
         self.store.delete_prefix(prefix + "/")  # leftovers of an earlier failed attempt
-        self._put_file(f"{prefix}/model.pt", artifact.model_path)
+        if self.options.backend == "pytorch":
+            step = step_model_name(name, version)
+            self.store.delete_prefix(f"{step}/")
+            self._put_file(f"{step}/{version}/model.pt", artifact.model_path)
+            for file, data in self._step_files().items():
+                self._put(f"{step}/{version}/{file}", data)
+            self._put(f"{step}/{CONFIG_FILE}", self.render_step_config(name, version, artifact.signature).encode())
+        else:
+            self._put_file(f"{prefix}/model.pt", artifact.model_path)
         self._put(f"{prefix}/{SIGNATURE_FILE}", artifact.signature.to_json().encode())
         for extra in OPTIONAL:
             if (artifact.dir / extra).is_file():
                 self._put_file(f"{prefix}/{extra}", artifact.dir / extra)
-        if self.options.backend == "python":
-            self._put(f"{prefix}/{BACKEND_MODEL_FILE}", backend_model_source())
+        self._put(f"{prefix}/{BACKEND_MODEL_FILE}", backend_model_source())
         info = {"model_name": name, "model_version": version, "checksum": artifact.checksum,
                 "artifact_uri": artifact.uri, "backend": self.options.backend, **(meta or {})}
         self._put(f"{prefix}/{DEPLOY_FILE}", json.dumps(info, sort_keys=True, indent=1).encode())
         return self.store.uri(prefix)
+
+    def model_file_key(self, name: str, version: int) -> str:
+        """Where a kept version's model.pt is: its step model on pytorch, else its own directory."""
+        if self.version_info(name, version).get("backend") == "pytorch":
+            return f"{step_model_name(name, version)}/{version}/model.pt"
+        return f"{validate_model_name(name)}/{_version(version)}/model.pt"
+
+    def has_step(self, name: str, version: int) -> bool:
+        return self.store.exists(f"{step_model_name(name, version)}/{CONFIG_FILE}")
 
     def versions(self, name: str) -> list[int]:
         """Version directories present (complete or not) for ``name``."""
@@ -205,6 +281,7 @@ class ModelRepository:
 
     def remove_version(self, name: str, version: int) -> None:
         self.store.delete_prefix(f"{validate_model_name(name)}/{_version(version)}/")
+        self.store.delete_prefix(f"{step_model_name(name, version)}/")
 
     def prune(self, name: str, protect: Iterable[int] = ()) -> list[int]:
         """Keep the newest ``keep_versions`` versions (plus ``protect``); delete older ones."""
@@ -221,7 +298,7 @@ class ModelRepository:
         names = set()
         for key in self.store.list(""):
             parts = key.split("/")
-            if len(parts) == 2 and parts[1] == CONFIG_FILE:
+            if len(parts) == 2 and parts[1] == CONFIG_FILE and not is_step_model(parts[0]):
                 names.add(parts[0])
         return sorted(names)
 

@@ -1,11 +1,16 @@
 """Triton Python-backend model that serves a ModelBus TorchScript artifact.
 
-Copied into every version directory of the repository. It refuses to load a
-model.pt whose sha256 differs from the one recorded at deployment, validates
-every request against the signature (a bad request gets its own error
-response; the rest of the batch and the server carry on), runs all valid
-requests of a dynamic batch in one forward pass, and emits one
-InferenceTelemetry event per request through a non-blocking buffer.
+Copied into every version directory of the repository. It validates every
+request against the signature (a bad request gets its own error response; the
+rest of the batch and the server carry on), runs all valid requests of a
+dynamic batch in one forward pass, and emits one InferenceTelemetry event per
+request through a non-blocking buffer.
+
+The forward pass runs either here (the ``python`` backend: it refuses to load a
+model.pt whose sha256 differs from the one recorded at deployment) or, when
+the config names a ``modelbus.step_model``, in that libtorch model through a
+BLS call (the ``pytorch`` backend), so validation and telemetry are the same
+on both.
 """
 
 from __future__ import annotations
@@ -44,21 +49,24 @@ class TritonPythonModel:
         self.model_name = args["model_name"]
         self.model_version = int(args["model_version"])
         vdir = Path(args["model_repository"]) / args["model_version"]
-        deploy = json.loads((vdir / "deploy.json").read_text())
-        verify_checksum(vdir / "model.pt", deploy["checksum"])  # raises: Triton reports a failed load
         self.signature = Signature.parse((vdir / "signature.json").read_bytes())
         self.max_batch = int(config.get("max_batch_size") or 0)
-        torch.set_num_threads(TORCH_THREADS)
-        self.device = torch.device("cpu")
-        if args.get("model_instance_kind") == "GPU" and torch.cuda.is_available():
-            self.device = torch.device(f"cuda:{int(args.get('model_instance_device_id', 0))}")
-        self.module = torch.jit.load(str(vdir / "model.pt"), map_location=self.device).eval()
         self.inputs = self.signature.inputs
         self.outputs = self.signature.outputs
         self._specs = [(spec, np.dtype(object) if spec.dtype == "BYTES" else np.dtype(spec.numpy_dtype), spec.dims)
                        for spec in self.inputs]
-        self._warm_up()
         params = {k: v.get("string_value") for k, v in config.get("parameters", {}).items()}
+        self.step = params.get("modelbus.step_model") or ""
+        self.module = None
+        if not self.step:   # the step model checks its own artifact: the deployer verified it before placing it
+            deploy = json.loads((vdir / "deploy.json").read_text())
+            verify_checksum(vdir / "model.pt", deploy["checksum"])  # raises: Triton reports a failed load
+            torch.set_num_threads(TORCH_THREADS)
+            self.device = torch.device("cpu")
+            if args.get("model_instance_kind") == "GPU" and torch.cuda.is_available():
+                self.device = torch.device(f"cuda:{int(args.get('model_instance_device_id', 0))}")
+            self.module = torch.jit.load(str(vdir / "model.pt"), map_location=self.device).eval()
+            self._warm_up()
         param = params.get("modelbus.telemetry")
         enabled = param == "true" if param in ("true", "false") else self.settings.triton.telemetry
         self.reject_nan = (params.get("modelbus.nan_policy") or self.settings.triton.nan_policy) != "impute"
@@ -71,8 +79,8 @@ class TritonPythonModel:
             self.emitter = TelemetryEmitter(
                 self.settings, name=f"{self.model_name}-v{self.model_version}-{instance}",
                 stats_path=self.settings.data_dir / "telemetry" / f"{instance}-v{self.model_version}.json")
-        log.info("loaded %s v%d (%s, telemetry %s)", self.model_name, self.model_version, self.signature.task,
-                 "on" if self.emitter else "off")
+        log.info("loaded %s v%d (%s, forward %s, telemetry %s)", self.model_name, self.model_version,
+                 self.signature.task, self.step or "in-process", "on" if self.emitter else "off")
 
     def _warm_up(self) -> None:
         """Two forward passes at load: TorchScript optimizes on early calls, and a broken module fails the load."""
@@ -129,6 +137,8 @@ class TritonPythonModel:
         return arrays, batch, sums
 
     def _forward(self, arrays: list) -> list[np.ndarray]:
+        if self.step:
+            return self._forward_step(arrays)
         args = []
         for spec, arr in zip(self.inputs, arrays):
             if spec.kind == "categorical":
@@ -142,6 +152,26 @@ class TritonPythonModel:
         if len(out) != len(self.outputs):
             raise RuntimeError(f"model returned {len(out)} outputs, signature declares {len(self.outputs)}")
         return [o.detach().cpu().numpy().astype(spec.numpy_dtype, copy=False) for o, spec in zip(out, self.outputs)]
+
+    def _forward_step(self, arrays: list) -> list[np.ndarray]:
+        """One BLS call to the libtorch step model; its config takes strings as a 1-D list (see repository)."""
+        tensors = [pb_utils.Tensor(spec.name, arr.reshape(-1) if spec.dtype == "BYTES" else arr)
+                   for spec, arr in zip(self.inputs, arrays)]
+        request = pb_utils.InferenceRequest(
+            model_name=self.step, model_version=self.model_version, inputs=tensors,
+            requested_output_names=[spec.name for spec in self.outputs],
+            preferred_memory=pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0))
+        response = request.exec()
+        if response.has_error():
+            raise RuntimeError(f"{self.step}: {response.error().message()}")
+        outs = []
+        for spec in self.outputs:
+            tensor = pb_utils.get_output_tensor_by_name(response, spec.name)
+            if tensor is None:
+                raise RuntimeError(f"{self.step} returned no output '{spec.name}'")
+            arr = tensor.as_numpy() if tensor.is_cpu() else torch.from_dlpack(tensor.to_dlpack()).cpu().numpy()
+            outs.append(arr.astype(spec.numpy_dtype, copy=False))
+        return outs
 
     def execute(self, requests):
         received = time.time_ns() // 1000

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import ValidationError
 
 from consumers.cli import CONSUMERS
-from deploy_model import COMPOSE, FIELDS, GRAFANA, ROOT, Model, Workload, resolve, secretish, settings_of
+from deploy_model import COMPOSE, FIELDS, GRAFANA, IMAGES, ROOT, Model, Workload, resolve, secretish, settings_of
+from deploy_triton_checks import check_triton, check_triton_image  # noqa: F401  (re-exported: one checker module)
 from infra.kafka.topics import CATALOGUE, DLQ_SUFFIX
-from infra.stack.triton import TritonServer
 
 CH_PLUGIN = "grafana-clickhouse-datasource"
 # Catalogue wording (TopicSpec.consumers) of each consumer; None: it reads no topic.
@@ -135,39 +134,6 @@ def check_endpoints(model: Model) -> list[str]:
         if s.artifacts.s3_endpoint_url:
             e = urlsplit(s.artifacts.s3_endpoint_url)
             problems += resolve(model, e.hostname or "", e.port or 80, w.name)[1]
-    return problems
-
-
-def check_triton(model: Model) -> list[str]:
-    """GPU Triton, PyTorch backend, explicit model control, the repository the deployer writes."""
-    t = model.workloads.get("triton")
-    if t is None:
-        return [f"{model.kind}: no triton workload"]
-    problems = [f"{model.kind}/triton: {m}" for m, ok in (
-        ("not started with --model-control-mode=explicit", "--model-control-mode=explicit" in t.text),
-        ("image is not nvcr.io/nvidia/tritonserver", t.image.startswith("nvcr.io/nvidia/tritonserver:")),
-        ("no GPU", t.gpu)) if not ok]
-    for w in model.modelbus():
-        s = settings_of(w.env)
-        if s.triton.backend != "pytorch" or not s.triton_repository.startswith("s3://"):
-            problems.append(f"{model.kind}/{w.name}: production needs the pytorch backend and an s3:// repository")
-        # The exact rewrite the embedded stack applies for a custom S3 endpoint.
-        expected = TritonServer.repository_arg(SimpleNamespace(repository=s.triton_repository, settings=s))
-        if f"--model-repository={expected}" not in t.text:
-            problems.append(f"{model.kind}/{w.name}: Triton must be started with --model-repository={expected}")
-        if s.artifacts.s3_region and t.env.get("AWS_DEFAULT_REGION") != s.artifacts.s3_region:
-            problems.append(f"{model.kind}/triton: AWS_DEFAULT_REGION differs from {w.name}'s S3 region")
-        buckets = {urlsplit(u).netloc for u in (s.artifact_root, s.triton_repository) if u.startswith("s3://")}
-        init = model.workloads.get("minio-init")
-        for b in buckets if init else ():
-            if not re.search(rf"\bmc mb\b[^\n]*\b\w+/{re.escape(b)}\b", init.text):
-                problems.append(f"{model.kind}/minio-init: bucket {b!r} ({w.name}) is never created")
-    if model.kind == "k8s":
-        c = t.raw["container"]
-        if c.get("readinessProbe", {}).get("httpGet", {}).get("path") != "/v2/health/ready":
-            problems.append("k8s/triton: readiness probe must GET /v2/health/ready")
-        if t.replicas != 1:
-            problems.append("k8s/triton: explicit model control loads through one Service: replicas must be 1")
     return problems
 
 
@@ -355,13 +321,19 @@ def check_grafana_files(compose: Model, k8s: Model, script: str, root: Path) -> 
     return problems
 
 
-def check_dockerfile(text: str, compose_doc: dict) -> list[str]:
+def check_dockerfile(text: str, compose_doc: dict, kustomization: dict | None = None) -> list[str]:
     problems = [m for m, ok in (
         ("base image must be python:3.11-slim", re.search(r"^FROM python:3\.11-slim\b", text, re.M)),
         ("must install the project", re.search(r"pip install \.$", text, re.M)),
         ("entrypoint must export /run/secrets", 'ENTRYPOINT ["modelbus-entrypoint"]' in text)) if not ok]
     for name, s in compose_doc["services"].items():
-        b = s.get("build")
-        if b and ((COMPOSE / b["context"]).resolve() != ROOT or b["dockerfile"] != "infra/deploy/Dockerfile"):
-            problems.append(f"compose/{name}: builds {b}, not infra/deploy/Dockerfile from the repository root")
+        b, image = s.get("build"), Workload(name, s.get("image", ""), [], {}, set()).image_name
+        if b and ((COMPOSE / b["context"]).resolve() != ROOT or b["dockerfile"] != IMAGES.get(image)):
+            problems.append(f"compose/{name}: builds {b}, not {IMAGES.get(image)} from the repository root")
+        elif image in IMAGES and not b:
+            problems.append(f"compose/{name}: {s['image']} has no `build` ({IMAGES[image]})")
+    if kustomization is not None:
+        mapped = {i["name"] for i in kustomization.get("images", [])}
+        problems += [f"k8s: kustomization.yaml does not map image {n} to the registry"
+                     for n in IMAGES if n not in mapped]
     return problems

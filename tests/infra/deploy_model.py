@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 import re
+import shlex
+import struct
+import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,10 +22,13 @@ import yaml
 from pydantic import BaseModel
 
 from infra.settings import Settings
+from infra.stack.triton import TritonLayout
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "infra" / "deploy"
 COMPOSE, K8S, GRAFANA = DEPLOY / "compose", DEPLOY / "k8s", DEPLOY / "grafana"
+# The images this repository builds (name → Dockerfile, relative to the repository root).
+IMAGES = {"modelbus": "infra/deploy/Dockerfile", "modelbus-triton": "infra/deploy/Dockerfile.triton"}
 
 
 # -- the settings model ------------------------------------------------------------------
@@ -81,8 +89,22 @@ class Workload:
         return "\n".join([*self.argv, *(f"{k}={v}" for k, v in self.env.items() if v), self.extra_text])
 
     @property
+    def image_name(self) -> str:
+        """The image's name without registry and tag: `registry.example.com/modelbus:0.1.0` → `modelbus`."""
+        return self.image.split("@")[0].rsplit("/", 1)[-1].split(":")[0]
+
+    @property
+    def dockerfile(self) -> str | None:
+        """The Dockerfile of this repository the image is built from (None: a third-party image)."""
+        if "build" not in self.raw:  # Kubernetes, or a compose service that pulls its image
+            return IMAGES.get(self.image_name)
+        b = self.raw["build"]
+        return b.get("dockerfile", "Dockerfile") if isinstance(b, dict) else "Dockerfile"
+
+    @property
     def is_modelbus(self) -> bool:
-        return self.image.split(":")[0].rsplit("/", 1)[-1] == "modelbus"
+        """Runs this project's code, configured by the MODELBUS_* settings (the consumers, jobs and Triton)."""
+        return self.image_name in IMAGES
 
     def consumer(self) -> str | None:
         a = self.argv
@@ -120,7 +142,11 @@ def compose_model(doc: dict) -> Model:
         w = Workload(name, image, _argv(s.get("entrypoint")) + _argv(s.get("command")), env,
                      {int(p) for p in s.get("expose", [])}, secret_files={f"/run/secrets/{t}" for t in targets},
                      extra_text=" ".join(_argv((s.get("healthcheck") or {}).get("test"))), raw=s)
-        if w.is_modelbus:  # the image's entrypoint exports /run/secrets/MODELBUS_*|AWS_* files
+        # modelbus-entrypoint (the ModelBus image's ENTRYPOINT, or the first word of the command
+        # on images that keep their own) exports /run/secrets/MODELBUS_*|AWS_* files.
+        built = IMAGES.get(w.image_name) if w.is_modelbus else None
+        image_entrypoint = dockerfile(ROOT / built).entrypoint if built and "entrypoint" not in s else None
+        if "modelbus-entrypoint" in (image_entrypoint or w.argv)[:1]:
             for t in targets:  # an inline value of the same name stays visible (and is reported)
                 if re.fullmatch(r"(MODELBUS|AWS)_[A-Z0-9_]+", t):
                     env.setdefault(t, None)
@@ -178,6 +204,138 @@ def _target(targets: list[Workload], port) -> tuple[str | None, int | None]:
             if port in (p.get("name"), p["containerPort"]):
                 return w.name, p["containerPort"]
     return None, None
+
+
+# -- Dockerfiles ---------------------------------------------------------------------------
+@dataclass
+class Dockerfile:
+    """The stage that runs (the last FROM) of a Dockerfile, its variables resolved.
+
+    ENV and ARG values are substituted where the file uses them (RUN text included: the shell
+    sees the same variables); a variable only the base image sets reads `<NAME>`.
+    """
+
+    base: str
+    env: dict[str, str]
+    runs: list[str]                                 # RUN commands, quotes removed
+    copies: list[tuple[list[str], list[str], str]]  # (flags, sources, destination)
+    entrypoint: list[str] | None
+    context_files: set[str] = field(default_factory=set)  # what any stage COPYs from the build context
+
+    def path_list(self, name: str) -> list[str]:
+        return [p for p in self.env.get(name, "").split(":") if p]
+
+
+_VAR = re.compile(r"\$(?:\{(\w+)(?::([+-])([^}]*))?\}|(\w+))")
+
+
+def _subst(text: str, known: dict[str, str]) -> str:
+    def one(m: re.Match) -> str:
+        name = m.group(1) or m.group(4)
+        value = known.get(name, f"<{name}>")  # not ours: the base image's (taken as set)
+        if m.group(2) == "+":
+            return _subst(m.group(3), known) if value else ""
+        if m.group(2) == "-":
+            return value or _subst(m.group(3), known)
+        return value
+    return _VAR.sub(one, text)
+
+
+def parse_dockerfile(text: str) -> Dockerfile:
+    lines = [ln for ln in text.splitlines() if not ln.lstrip().startswith("#")]
+    instructions = [ln.strip() for ln in re.sub(r"\\\n", " ", "\n".join(lines)).splitlines() if ln.strip()]
+    df = Dockerfile("", {}, [], [], None)
+    args: dict[str, str] = {}
+    context: set[str] = set()
+    for ins in instructions:
+        op, _, rest = ins.partition(" ")
+        op, rest = op.upper(), rest.strip()
+        if op == "ARG":
+            name, _, default = rest.partition("=")
+            args[name] = default
+        elif op == "FROM":
+            df = Dockerfile(_subst(next(w for w in rest.split() if not w.startswith("--")), args), {}, [], [], None,
+                            context)
+        elif op == "ENV":
+            words = shlex.split(rest)
+            pairs = [w.split("=", 1) for w in words] if "=" in words[0] else [[words[0], " ".join(words[1:])]]
+            before = {**args, **df.env}  # one ENV line sees the values from before it, as Docker does
+            df.env.update({k: _subst(v, before) for k, v in pairs})
+        elif op == "RUN":
+            df.runs.append(re.sub(r"[\"']", "", _subst(rest, {**args, **df.env})))
+        elif op == "COPY":
+            words = [_subst(w, {**args, **df.env}) for w in shlex.split(rest)]
+            flags = [w for w in words if w.startswith("--")]
+            paths = [w for w in words if not w.startswith("--")]
+            df.copies.append((flags, paths[:-1], paths[-1]))
+            if not any(f.startswith("--from=") for f in flags):
+                context.update(paths[:-1])
+        elif op == "ENTRYPOINT":
+            df.entrypoint = yaml.safe_load(rest) if rest.startswith("[") else ["/bin/sh", "-c", rest]
+    return df
+
+
+@functools.lru_cache(maxsize=None)
+def _dockerfile(path: Path, mtime: float) -> Dockerfile:
+    return parse_dockerfile(path.read_text())
+
+
+def dockerfile(path: Path) -> Dockerfile:
+    return copy.deepcopy(_dockerfile(path, path.stat().st_mtime))
+
+
+# -- the Triton that nvidia-pytriton bundles (what `modelbus up` runs) -----------------------
+def bundled_triton() -> TritonLayout:
+    return TritonLayout.discover()
+
+
+@functools.lru_cache(maxsize=None)
+def bundled_triton_version() -> str:
+    """The server version the bundled tritonserver itself reports (its startup table).
+
+    Nothing in the wheel's files records it as text, so the binary is run: with a missing
+    model repository it prints the table and exits at once (no ports, no GPU needed).
+    """
+    layout = bundled_triton()
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run(
+            [str(layout.binary), f"--model-repository={tmp}/missing", "--allow-http=false", "--allow-grpc=false",
+             "--allow-metrics=false", "--log-info=true"],
+            env={"PATH": os.environ.get("PATH", ""), "LD_LIBRARY_PATH": str(layout.libs)},
+            capture_output=True, text=True, timeout=60)
+    m = re.search(r"\|\s*server_version\s*\|\s*(\d+\.\d+\.\d+)", proc.stdout + proc.stderr)
+    if not m:
+        raise RuntimeError(f"{layout.binary} reported no server_version: {(proc.stdout + proc.stderr)[-2000:]}")
+    return m.group(1)
+
+
+def ngc_release(version: str) -> str:
+    """NGC container release of a Triton version: one release a month, 2.51 = 24.10 (Triton's release notes)."""
+    major, minor = (int(x) for x in version.split(".")[:2])
+    if major != 2:
+        raise ValueError(f"no NGC release rule for Triton {version}")
+    months = (2024 * 12 + 9) + (minor - 51)  # 24.10 is month index 9 of 2024
+    return f"{months // 12 % 100:02d}.{months % 12 + 1:02d}"
+
+
+def elf_needed(binary: Path) -> list[str]:
+    """The shared libraries a 64-bit little-endian ELF file names in DT_NEEDED, in order."""
+    data = binary.read_bytes()
+    if data[:6] != b"\x7fELF\x02\x01":
+        raise ValueError(f"{binary}: not a 64-bit little-endian ELF file")
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    needed = []
+    for _, sh_type, _, _, offset, size, link, _, _, entsize in sections:
+        if sh_type != 6:  # SHT_DYNAMIC; sh_link is its string table
+            continue
+        strtab = sections[link][4]
+        for i in range(0, size, entsize or 16):
+            tag, val = struct.unpack_from("<qQ", data, offset + i)
+            if tag == 1:  # DT_NEEDED
+                needed.append(data[strtab + val:data.index(b"\x00", strtab + val)].decode())
+    return needed
 
 
 def resolve(model: Model, host: str, port: int, who: str) -> tuple[tuple[Workload, int] | None, list[str]]:

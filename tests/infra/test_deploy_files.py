@@ -1,12 +1,14 @@
 """The production deployment files agree with the code they configure (fast: no network, no docker).
 
-The real compose files, Kubernetes manifests and Dockerfile must pass every checker in
+The real compose files, Kubernetes manifests and Dockerfiles must pass every checker in
 deploy_checks.py; each checker is also fed a deliberately broken copy of the real documents
-and must name the problem, so no check passes vacuously.
+and must name the problem, so no check passes vacuously. Dockerfile.triton is also checked
+against the nvidia-pytriton installed here (its tritonserver's version, its stubs, its libraries).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import sys
@@ -26,6 +28,7 @@ def _load(name: str):
 
 
 dm = _load("deploy_model")
+_load("deploy_triton_checks")   # deploy_checks imports it by module name
 dc = _load("deploy_checks")
 SCRIPT = (dm.K8S / "grafana-config.sh").read_text()
 
@@ -68,8 +71,17 @@ def test_cross_file_consistency():
                                   + (dm.COMPOSE / "compose.tls.yaml").read_text()) == []
     assert dc.check_scaling(m["k8s"]) == []
     assert dc.check_ports_agree(m["compose"], m["k8s"]) == []
-    assert dc.check_dockerfile((dm.DEPLOY / "Dockerfile").read_text(), dm.load_compose("compose.yaml")) == []
+    assert dc.check_dockerfile((dm.DEPLOY / "Dockerfile").read_text(), dm.load_compose("compose.yaml"),
+                               dm.parse(dm.K8S / "kustomization.yaml")[0]) == []
     assert dc.check_grafana_refs(m["compose"], m["k8s"], SCRIPT) == []
+
+
+def test_triton_image_fits_the_bundled_server():
+    """Dockerfile.triton: the NGC release of nvidia-pytriton's tritonserver, its stub for our Python, the paths."""
+    assert (dm.ngc_release("2.51.0"), dm.ngc_release("2.53.1"), dm.ngc_release("2.54.0")) == ("24.10", "24.12", "25.01")
+    assert dm.bundled_triton_version().startswith("2.")  # read from the installed binary itself
+    image, base = dm.dockerfile(dm.DEPLOY / "Dockerfile.triton"), dm.dockerfile(dm.DEPLOY / "Dockerfile")
+    assert dc.check_triton_image(image, base, dm.bundled_triton(), dm.bundled_triton_version()) == []
 
 
 def test_grafana_provisioning_files_fit():
@@ -169,6 +181,32 @@ BROKEN = [
      lambda c, k: dc.check_scaling(dm.k8s_model(k, dm.k8s_secret_keys())), "the catalogue says"),
     ("k8s-replication-over-brokers", lambda c, k: _settings(k).update(MODELBUS_KAFKA__REPLICATION_FACTOR="3"),
      lambda c, k: dc.check_scaling(dm.k8s_model(k, dm.k8s_secret_keys())), "> 1 broker"),
+    ("compose-triton-nvidia-image", lambda c, k: (_svc(c, "triton").pop("build"), _svc(c, "triton").update(
+        image="nvcr.io/nvidia/tritonserver:24.10-py3")), _compose_check(dc.check_triton), "Dockerfile.triton"),
+    ("k8s-triton-nvidia-image", lambda c, k: _container(k, "Deployment", "triton").update(
+        image="nvcr.io/nvidia/tritonserver:24.10-py3"), _k8s_check(dc.check_triton), "Dockerfile.triton"),
+    ("k8s-triton-no-settings", lambda c, k: _container(k, "Deployment", "triton")["envFrom"].pop(0),
+     _k8s_check(dc.check_triton), "MODELBUS_KAFKA__BOOTSTRAP_SERVERS,"),
+    ("k8s-triton-no-secrets", lambda c, k: _container(k, "Deployment", "triton")["envFrom"].pop(1),
+     _k8s_check(dc.check_triton), "MODELBUS_KAFKA__SASL_PASSWORD, MODELBUS_KAFKA__SCHEMA_REGISTRY_AUTH missing"),
+    ("compose-triton-no-settings", lambda c, k: _svc(c, "triton").update(
+        environment={"AWS_DEFAULT_REGION": "us-east-1"}),
+     _compose_check(dc.check_triton), "MODELBUS_KAFKA__SCHEMA_REGISTRY_URL,"),
+    ("compose-triton-other-broker", lambda c, k: _svc(c, "triton")["environment"].update(
+        MODELBUS_KAFKA__BOOTSTRAP_SERVERS="localhost:9092"), _compose_check(dc.check_triton),
+     "MODELBUS_KAFKA__BOOTSTRAP_SERVERS is 'localhost:9092'"),
+    ("compose-triton-no-secret-files", lambda c, k: _svc(c, "triton").update(secrets=["s3_access_key"]),
+     _compose_check(dc.check_triton), "MODELBUS_KAFKA__SASL_PASSWORD, MODELBUS_KAFKA__SCHEMA_REGISTRY_AUTH missing"),
+    ("compose-triton-secrets-not-exported", lambda c, k: _svc(c, "triton")["command"].remove("modelbus-entrypoint"),
+     _compose_check(dc.check_triton), "MODELBUS_KAFKA__SASL_PASSWORD, MODELBUS_KAFKA__SCHEMA_REGISTRY_AUTH missing"),
+    ("k8s-triton-no-kafka-ca", lambda c, k: _container(k, "Deployment", "triton")["volumeMounts"].pop(2),
+     _k8s_check(dc.check_triton), "Secret kafka-tls is not mounted at /etc/modelbus/kafka-tls"),
+    ("k8s-triton-data-dir-on-image", lambda c, k: _container(k, "Deployment", "triton")["volumeMounts"].pop(1),
+     _k8s_check(dc.check_triton), "MODELBUS_STACK__DATA_DIR /var/lib/modelbus is not on a writable volume"),
+    ("compose-triton-data-dir-on-image", lambda c, k: _svc(c, "triton").pop("tmpfs"),
+     _compose_check(dc.check_triton), "MODELBUS_STACK__DATA_DIR /var/lib/modelbus is not on a writable volume"),
+    ("compose-triton-kafka-unreachable", lambda c, k: _svc(c, "triton")["environment"].update(
+        MODELBUS_KAFKA__BOOTSTRAP_SERVERS="kafka:9093"), _compose_check(dc.check_endpoints), "triton: kafka:9093"),
     ("ports-disagree", lambda c, k: _k8s(k, "Service", "triton")["spec"]["ports"][1].update(port=8011),
      lambda c, k: dc.check_ports_agree(dm.compose_model(c), dm.k8s_model(k, dm.k8s_secret_keys())), "triton"),
 ]
@@ -182,6 +220,69 @@ def test_each_check_catches_a_broken_document(case):
     mutate(compose, k8s)
     problems = check(compose, k8s)
     assert any(words in p for p in problems), problems
+
+
+def test_triton_without_the_kafka_ca_is_caught():
+    """SASL_SSL (compose.tls.yaml): the fronts' producer needs the CA file the consumers get."""
+    doc = dm.load_compose("compose.yaml", "compose.tls.yaml")
+    assert dc.check_triton(dm.compose_model(doc)) == []
+    _svc(doc, "triton")["secrets"] = [x for x in _svc(doc, "triton")["secrets"] if x["source"] != "kafka_ca"]
+    model = dm.compose_model(doc)
+    problems = dc.check_triton(model)
+    assert "compose/triton: /run/secrets/kafka_ca.pem is not mounted (deployer's settings use it)" in problems, problems
+    assert "compose/triton: CA /run/secrets/kafka_ca.pem is not a mounted secret" in dc.check_endpoints(model)
+
+
+TRITON_DF = (dm.DEPLOY / "Dockerfile.triton").read_text()
+BROKEN_TRITON_IMAGE = [
+    # (id, Dockerfile.triton text → broken text, words the problem must contain)
+    ("release-of-another-server", lambda t: t.replace("tritonserver:24.10-py3", "tritonserver:24.12-py3"),
+     "NGC release 24.10"),
+    ("not-the-nvidia-image", lambda t: t.replace("FROM nvcr.io/nvidia/tritonserver:24.10-py3", "FROM ubuntu:22.04"),
+     "must be nvcr.io/nvidia/tritonserver"),
+    ("other-python", lambda t: t.replace("uv python install 3.11", "uv python install 3.12"),
+     "`uv python install` must name Python 3.11"),
+    ("stub-of-other-python", lambda t: t.replace("python_backend_stubs/3.11/", "python_backend_stubs/3.10/"),
+     "must cp /opt/modelbus/lib/python3.11/site-packages/pytriton/tritonserver/python_backend_stubs/3.11/"),
+    ("stub-linked", lambda t: t.replace('RUN cp "$VIRTUAL_ENV', 'RUN ln -s "$VIRTUAL_ENV'), "must cp"),
+    ("stub-elsewhere", lambda t: t.replace("       /opt/tritonserver/backends/python/triton_python_backend_stub \\\n",
+                                           "       /opt/stub \\\n"), "must cp"),
+    ("no-pytriton-libs", lambda t: t.replace(":/opt/modelbus/lib/python3.11/site-packages/nvidia_pytriton.libs", ""),
+     "LD_LIBRARY_PATH does not name /opt/modelbus/lib/python3.11/site-packages/nvidia_pytriton.libs"),
+    ("no-libdir", lambda t: t.replace("LD_LIBRARY_PATH=/opt/python-libdir:", "LD_LIBRARY_PATH="), "Python LIBDIR"),
+    ("image-ld-path-dropped", lambda t: t.replace("${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}", ""), "base image's value"),
+    ("venv-not-first", lambda t: t.replace("ENV PATH=/opt/modelbus/bin:$PATH", "ENV PATH=$PATH:/opt/modelbus/bin"),
+     "PATH must start with /opt/modelbus/bin"),
+    ("project-not-installed", lambda t: t.replace('uv pip install --python "$VIRTUAL_ENV/bin/python" .',
+                                                  "uv pip install torch"), "must be installed into /opt/modelbus"),
+    ("sources-missing", lambda t: t.replace("COPY serving ./serving\n", ""), "does not COPY serving"),
+    ("uv-unpinned", lambda t: t.replace("astral-sh/uv:0.13.8", "astral-sh/uv:latest"), "pinned"),
+    ("entrypoint-replaced", lambda t: t + 'ENTRYPOINT ["tritonserver"]\n', "keep the image's"),
+    ("no-secret-exporter", lambda t: t.replace("/usr/local/bin/modelbus-entrypoint", "/usr/local/bin/mb"),
+     "modelbus-entrypoint"),
+]
+
+
+@pytest.mark.parametrize("case", BROKEN_TRITON_IMAGE, ids=[b[0] for b in BROKEN_TRITON_IMAGE])
+def test_triton_image_check_catches_a_broken_dockerfile(case):
+    _, mutate, words = case
+    base, layout, version = dm.dockerfile(dm.DEPLOY / "Dockerfile"), dm.bundled_triton(), dm.bundled_triton_version()
+    broken = mutate(TRITON_DF)
+    assert broken != TRITON_DF, "the mutation must change the file"
+    problems = dc.check_triton_image(dm.parse_dockerfile(broken), base, layout, version)
+    assert any(words in p for p in problems), problems
+
+
+def test_triton_image_check_catches_a_mismatched_package(tmp_path):
+    """The same Dockerfile against another bundled server, or a package without our Python's stub."""
+    df, base, layout = dm.parse_dockerfile(TRITON_DF), dm.dockerfile(dm.DEPLOY / "Dockerfile"), dm.bundled_triton()
+    problems = dc.check_triton_image(df, base, layout, "2.53.0")
+    assert any("tritonserver 2.53.0, NGC release 24.12" in p for p in problems), problems
+    site = tmp_path / "site-packages"
+    fake = dataclasses.replace(layout, libs=site / "nvidia_pytriton.libs",
+                               stub_src=site / layout.stub_src.relative_to(layout.libs.parent))
+    problems = dc.check_triton_image(df, base, fake, dm.bundled_triton_version())
+    assert any("the installed nvidia-pytriton has no stub for Python" in p for p in problems), problems
 
 
 def test_inline_and_unmounted_secrets_are_caught():
@@ -221,6 +322,13 @@ def test_text_checks_catch_bad_names_topics_templates_and_interpolation():
     bad_dockerfile = (dm.DEPLOY / "Dockerfile").read_text().replace("python:3.11-slim", "python:3.12")
     assert dc.check_dockerfile(bad_dockerfile, dm.load_compose("compose.yaml")) == [
         "base image must be python:3.11-slim"]
+    compose, kust = dm.load_compose("compose.yaml"), dm.parse(dm.K8S / "kustomization.yaml")[0]
+    _svc(compose, "triton")["build"]["dockerfile"] = "infra/deploy/Dockerfile"
+    kust["images"] = [i for i in kust["images"] if i["name"] != "modelbus-triton"]
+    assert dc.check_dockerfile((dm.DEPLOY / "Dockerfile").read_text(), compose, kust) == [
+        "compose/triton: builds {'context': '../../..', 'dockerfile': 'infra/deploy/Dockerfile'}, "
+        "not infra/deploy/Dockerfile.triton from the repository root",
+        "k8s: kustomization.yaml does not map image modelbus-triton to the registry"]
 
 
 def test_grafana_checks_catch_inconsistent_provisioning(tmp_path):

@@ -101,6 +101,8 @@ def test_request_training_and_generic_publish(mb, frame):
         mb.request_training("no-such-dataset")
     with pytest.raises(ProducerError, match="search_space"):
         mb.request_training("churn", n_trials=5)
+    with pytest.raises(ProducerError, match="reserved for the libtorch step models"):
+        mb.request_training("churn", model_name="churn__v2")
     eid = mb.publish("TrainingRequested", {"request_id": str(uuid.uuid4()), "dataset_name": "churn"}, key="churn")
     events = read_events(mb.settings, topics.TRAINING_REQUESTED, expect=2)
     assert eid in {str(v["header"]["event_id"]) for _, _, v in events}

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,39 +33,18 @@ def switch(serving_settings, artifact_store, publish_model, model_client):
     return d
 
 
-def test_version_switch_under_traffic_has_zero_failed_requests(switch, publish_model, model_client):
+def test_version_switch_under_traffic_has_zero_failed_requests(switch, publish_model, traffic):
     if switch.repo.serving_versions("switch") != [1]:
         assert switch.deploy(publish_model("switch", 1, seed=0)).ok
     v1, v2 = _expected(0), _expected(1)
     assert not np.allclose(v1, v2)
-    seen = {"v1": 0, "v2": 0, "other": 0}
-    failures: list[str] = []
-    stop = threading.Event()
-
-    def traffic():
-        while not stop.is_set():
-            try:
-                out = model_client.predict("switch", SAMPLE)["scores__0"]
-            except ServingError as exc:
-                failures.append(str(exc))
-                continue
-            key = "v1" if np.allclose(out, v1, rtol=1e-5) else "v2" if np.allclose(out, v2, rtol=1e-5) else "other"
-            seen[key] += 1
-
-    threads = [threading.Thread(target=traffic) for _ in range(4)]
-    for t in threads:
-        t.start()
-    time.sleep(0.3)
-    result = switch.deploy(publish_model("switch", 2, seed=1))
-    before = seen["v2"]
-    time.sleep(0.3)
-    stop.set()
-    for t in threads:
-        t.join()
+    with traffic("switch", {"v1": v1, "v2": v2}) as t:
+        result = switch.deploy(publish_model("switch", 2, seed=1))
+        before = t.seen["v2"]
     assert result.ok, result.reason
     assert (result.previous_version, result.serving_version, result.stage) == (1, 2, "")
-    assert failures == []
-    assert seen["v1"] > 0 and seen["v2"] > before and seen["other"] == 0
+    assert t.failures == []
+    assert t.seen["v1"] > 0 and t.seen["v2"] > before and t.seen["other"] == 0
     assert switch.repo.serving_versions("switch") == [2] and switch.repo.versions("switch") == [1, 2]
 
 

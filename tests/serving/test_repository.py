@@ -38,27 +38,45 @@ def test_config_serves_exactly_one_version_with_the_signature(tmp_path, artifact
         ("age", "TYPE_FP32", [1]), ("income", "TYPE_FP32", [1]), ("region", "TYPE_STRING", [1])]
     assert [(o.name, mc.DataType.Name(o.data_type), list(o.dims)) for o in cfg.output] == [
         ("scores__0", "TYPE_FP32", [2]), ("label__1", "TYPE_INT64", [1])]
-    if backend == "python":
-        assert (cfg.backend, cfg.platform) == ("python", "")
-        assert cfg.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
-    else:
-        assert (cfg.backend, cfg.platform) == ("", "pytorch_libtorch")
+    # Clients always reach the Python-backend model: it validates and emits telemetry on both backends.
+    assert (cfg.backend, cfg.platform) == ("python", "")
+    assert cfg.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    step = cfg.parameters["modelbus.step_model"].string_value if "modelbus.step_model" in cfg.parameters else ""
+    assert step == ("churn__v3" if backend == "pytorch" else "")
     assert Signature.parse(cfg.parameters["modelbus.signature"].string_value) == artifact.signature
     assert cfg.parameters["modelbus.telemetry"].string_value == "false"
 
 
-@pytest.mark.parametrize("backend, has_model_py", [("python", True), ("pytorch", False)])
-def test_version_directory_layout(tmp_path, artifact, backend, has_model_py):
+def test_pytorch_step_config_meets_libtorch_rules(tmp_path, artifact):
+    repo = ModelRepository.open(str(tmp_path / "repo"), RepositoryOptions(backend="pytorch", instance_count=2))
+    cfg = _parse(repo.render_step_config("churn", 3, artifact.signature))
+    assert (cfg.name, cfg.platform, cfg.backend) == ("churn__v3", "pytorch_libtorch", "")
+    assert cfg.max_batch_size == 0 and list(cfg.version_policy.specific.versions) == [3]
+    # libtorch takes strings only as a 1-D List[str]: the batch dimension is explicit and strings are [-1].
+    assert [(i.name, list(i.dims)) for i in cfg.input] == [("age", [-1, 1]), ("income", [-1, 1]), ("region", [-1])]
+    assert [(o.name, list(o.dims)) for o in cfg.output] == [("scores__0", [-1, 2]), ("label__1", [-1, 1])]
+    assert cfg.instance_group[0].count == 2 and cfg.instance_group[0].kind == mc.ModelInstanceGroup.KIND_AUTO
+    with pytest.raises(RepositoryError, match="one version of 'churn' at a time"):
+        repo.render_config("churn", artifact.signature, [2, 3])
+
+
+@pytest.mark.parametrize("backend", ["python", "pytorch"])
+def test_version_directory_layout(tmp_path, artifact, backend):
     repo = ModelRepository.open(str(tmp_path / "repo"), RepositoryOptions(backend=backend))
     repo.place_version("churn", 1, artifact, {"run_id": "r1"})
     repo.write_config("churn", artifact.signature, [1])
     vdir = tmp_path / "repo" / "churn" / "1"
     names = sorted(p.name for p in vdir.iterdir())
-    expected = {"model.pt", "signature.json", "deploy.json", "sample_input.json", "sample_output.json"}
-    assert set(names) == expected | ({"model.py"} if has_model_py else set())
+    expected = {"model.py", "signature.json", "deploy.json", "sample_input.json", "sample_output.json"}
+    assert set(names) == expected | ({"model.pt"} if backend == "python" else set())
+    step = tmp_path / "repo" / "churn__v1"
+    assert (step / "1" / "model.pt").is_file() == (backend == "pytorch") == repo.has_step("churn", 1)
+    assert repo.model_file_key("churn", 1) == ("churn__v1/1/model.pt" if backend == "pytorch" else "churn/1/model.pt")
     assert json.loads((vdir / "deploy.json").read_text())["checksum"] == artifact.checksum
     assert repo.models() == ["churn"] and repo.serving_versions("churn") == [1]
     assert repo.version_info("churn", 1)["run_id"] == "r1"
+    repo.remove_version("churn", 1)
+    assert not vdir.exists() and not step.exists()
 
 
 def test_checksum_is_verified_before_anything_is_placed(tmp_path, artifact):
@@ -93,6 +111,10 @@ def test_hostile_names_are_refused(tmp_path, artifact, name):
 
 def test_valid_names_and_versions(tmp_path):
     assert validate_model_name("churn_v2-eu") == "churn_v2-eu"
+    assert validate_model_name("churn__v2x") == "churn__v2x"
+    for reserved in ("churn__v2", "a__v0"):   # the names of pytorch-backend step models
+        with pytest.raises(RepositoryError, match="reserved"):
+            validate_model_name(reserved)
     repo = ModelRepository.open(str(tmp_path / "repo"))
     sig = Signature.parse(json.dumps({"task": "regression", "inputs": [{"name": "x", "dtype": "FP32"}],
                                       "outputs": [{"name": "a__0", "dtype": "FP32"}, {"name": "b__1", "dtype": "FP32"}]}))

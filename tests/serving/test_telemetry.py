@@ -9,10 +9,7 @@ import uuid
 
 import numpy as np
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from infra.kafka.config import consumer_config
-from infra.kafka.topics import INFERENCE_TELEMETRY
 from infra.settings import load_settings
 from infra.stack.process import free_port
 from schemas.codec import AvroCodec
@@ -73,29 +70,9 @@ def test_emitter_delivers_to_kafka_and_counts_schema_refusals(kafka_settings, tm
     assert (final["delivered"], final["failed"], final["invalid"]) == (3, 0, 1)
 
 
-def _consume_until(settings, want: set[str], timeout: float = 30.0) -> dict[str, dict]:
-    topic = settings.topic(INFERENCE_TELEMETRY)
-    consumer = Consumer(consumer_config(settings.kafka, f"tests-telemetry-{uuid.uuid4().hex[:8]}"))
-    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-    codec, found = AvroCodec(), {}
-    deadline = time.monotonic() + timeout
-    try:
-        while want - set(found) and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            value = codec.decode(msg.value(), expected="InferenceTelemetry").value
-            if value["request_id"] in want:
-                assert msg.key() == b"churn"
-                found[value["request_id"]] = value
-    finally:
-        consumer.close()
-    return found
-
-
 @pytest.mark.stack
-def test_served_requests_emit_telemetry_that_arrives_in_kafka(deployed_churn, model_client, serving_settings):
+def test_served_requests_emit_telemetry_that_arrives_in_kafka(deployed_churn, model_client, serving_settings,
+                                                              telemetry_events):
     run = uuid.uuid4().hex[:8]
     ok_ids = [f"ok-{run}-{i}" for i in range(5)]
     for rid in ok_ids:
@@ -103,7 +80,7 @@ def test_served_requests_emit_telemetry_that_arrives_in_kafka(deployed_churn, mo
     bad_id = f"bad-{run}"
     with pytest.raises(InvalidRequest):
         model_client.predict("churn", {**SAMPLE, "age": [np.nan, 1.0, 2.0, 3.0]}, request_id=bad_id)
-    found = _consume_until(serving_settings, set(ok_ids) | {bad_id})
+    found = telemetry_events(serving_settings, "churn", set(ok_ids) | {bad_id})
     assert set(found) == set(ok_ids) | {bad_id}
     scores, label = run_module(build_module(seed=0), SAMPLE)
     ev = found[ok_ids[0]]

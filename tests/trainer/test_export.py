@@ -79,6 +79,23 @@ def test_forward_arguments_follow_the_signature_and_bad_shapes_are_named(tabular
         predict_columns(model, sig, {"age": [1.0, 2.0], "income k$": [2.0, 3.0], "city": ["nice"]})
 
 
+def test_torchscript_file_format_is_one_older_libtorch_reads(tabular, tmp_path):
+    """Production runs the step models in the libtorch of Triton 24.10 (PyTorch 2.5), not in torch 2.13.
+
+    libtorch refuses archives whose declared file format version exceeds its
+    kMaxSupportedFileFormatVersion (10 from PyTorch 1.x through 2.5); torch declares
+    the lowest version the operators used need, so a new operator would raise it.
+    """
+    import zipfile
+
+    prep, net = _fitted("binary", tabular())
+    export_model(tmp_path, net, prep, task="binary", labels=["no", "yes"], model_name="churn")
+    with zipfile.ZipFile(tmp_path / "model.pt") as archive:
+        [record] = [n for n in archive.namelist() if n.endswith("/version") and n.count("/") == 1]
+        declared = int(archive.read(record))
+    assert 1 <= declared <= 10
+
+
 def test_checksum_and_signature_errors(tabular, tmp_path):
     prep, net = _fitted("binary", tabular())
     res = export_model(tmp_path, net, prep, task="binary", labels=["no", "yes"], model_name="churn")
