@@ -46,7 +46,7 @@ EVENT_TYPES = {"TrainingRequested", "TrainingRunUpdated"}
 
 
 def inbox_topic(settings: Settings) -> str:
-    return settings.topic("search-coordinator.inbox")
+    return settings.topic(T.SEARCH_INBOX)
 
 
 class Coordinator:
@@ -158,21 +158,10 @@ def _publish_all(producer: EventProducer, settings: Settings, outputs: list[tupl
             delay = min(delay * 2, 10.0)
 
 
-def ensure_inbox(settings: Settings) -> None:
-    """Create the one-partition inbox (and its DLQ) up front, like every other topic."""
-    from confluent_kafka.admin import NewTopic
-
-    from infra.kafka.admin import ensure_topics
-    from infra.kafka.topics import dlq_name
-
-    rf = settings.kafka.replication_factor
-    ensure_topics(settings, extra=[NewTopic(inbox_topic(settings), 1, rf),
-                                   NewTopic(dlq_name(inbox_topic(settings)), 1, rf)])
-
-
 def main(argv: list[str] | None = None) -> None:
     import faust
 
+    from infra.kafka.admin import ensure_topics
     from infra.settings import load_settings
 
     parser = argparse.ArgumentParser(prog="python -m consumers.search",
@@ -182,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings()
     level = (args.log_level or settings.log_level).upper()
     configure_logging(level)
-    ensure_inbox(settings)
+    ensure_topics(settings)   # the inbox is an internal topic: created with the catalogue, one partition
     app = build_app(settings)
     faust.Worker(app, loglevel=level.lower(), quiet=True).execute_from_commandline()
 

@@ -9,7 +9,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from infra.errors import StackError
 from infra.kafka.config import admin_config
-from infra.kafka.topics import CATALOGUE, dlq_name
+from infra.kafka.topics import CATALOGUE, INTERNAL, dlq_name
 from infra.settings import Settings
 
 
@@ -20,7 +20,7 @@ def admin_client(settings: Settings) -> AdminClient:
 def desired_topics(settings: Settings) -> list[NewTopic]:
     k = settings.kafka
     out = []
-    for spec in CATALOGUE:
+    for spec in CATALOGUE + INTERNAL:
         name = settings.topic(spec.name)
         config = {"retention.ms": str(k.retention_ms), **spec.config}
         if spec.compacted:

@@ -50,6 +50,15 @@ CATALOGUE: tuple[TopicSpec, ...] = (
 
 BY_NAME = {t.name: t for t in CATALOGUE}
 
+SEARCH_INBOX = "search-coordinator.inbox"
+# Topics one consumer keeps for itself. Not in the catalogue (nobody else reads or writes them, and
+# their events also travel on catalogue topics), but created with them, so that `modelbus up` after a
+# broker restart brings them back with the right partitions instead of a broker's auto-create default.
+INTERNAL: tuple[TopicSpec, ...] = (
+    TopicSpec(SEARCH_INBOX, ("TrainingRequested", "TrainingRunUpdated"), "search coordinator (re-keyed by search id)",
+              "search coordinator: one partition, so one search's events stay in order", partitions=1),
+)
+
 
 def dlq_name(topic: str) -> str:
     """Dead-letter topic of a (full) topic name."""

@@ -19,7 +19,7 @@ from confluent_kafka import OFFSET_STORED, KafkaError
 from infra.errors import DeliveryError
 from infra.kafka import ConsumerRunner, EventProducer
 from infra.kafka.admin import admin_client
-from infra.kafka.topics import INFERENCE_TELEMETRY, MONITORING_DRIFT
+from infra.kafka.topics import INFERENCE_TELEMETRY, MONITORING_DRIFT, SEARCH_INBOX
 from infra.stack.process import free_port
 from infra.stack.supervisor import Stack
 
@@ -87,6 +87,7 @@ def test_running_producer_and_consumer_resume_after_a_restart_and_failures_are_r
 
         stack.up()                                       # same port, empty broker, catalogue created again
         assert _partitions(s, topic) == parts            # by the supervisor, not by a client's auto-creation
+        assert _partitions(s, s.topic(SEARCH_INBOX)) == 1   # internal topics too: tansu would auto-create 4
         assert committed(s, "g-restart", topic, parts) == 0   # committed offsets died with the broker
 
         # (a) The same producer and consumer carry on. Fewer events per partition than the consumer had read
