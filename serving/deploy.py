@@ -18,7 +18,6 @@ and rolling back to it is just a front reload.
 from __future__ import annotations
 
 import logging
-import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -33,7 +32,7 @@ from infra.storage.factory import store_from_settings
 from serving.artifact import SAMPLE_INPUT, SAMPLE_OUTPUT, ArtifactError, fetch_artifact, verify_checksum
 from serving.client import ModelClient
 from serving.errors import RepositoryError, ServerUnavailable, ServingError, SignatureError
-from serving.repository import ModelRepository, step_model_name, validate_model_name
+from serving.repository import ModelRepository, step_model_name, step_version, validate_model_name
 from serving.signature import Signature
 
 log = logging.getLogger("modelbus.serving.deploy")
@@ -205,12 +204,11 @@ class Deployer:
 
     def _retire_steps(self, name: str, keep: set[int]) -> None:
         """Unload step models of ``name`` other than ``keep`` (best effort: a leftover only costs memory)."""
-        pattern = re.compile(re.escape(name) + r"__v([0-9]+)\Z")
         try:
             loaded = {m.get("name", "") for m in self.client.models() if str(m.get("state", "")).upper() == "READY"}
             for step in sorted(loaded):
-                match = pattern.match(step)
-                if match and int(match.group(1)) not in keep:
+                version = step_version(name, step)
+                if version is not None and version not in keep:
                     self.client.unload_model(step)
                     log.info("stage=%s model=%s unloaded step %s", STAGE_LOAD, name, step)
         except ServingError as exc:

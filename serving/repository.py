@@ -75,6 +75,14 @@ def is_step_model(name: str) -> bool:
     return bool(_STEP_SUFFIX.search(name))
 
 
+def step_version(name: str, candidate: str) -> int | None:
+    """The version whose step model ``candidate`` is, when it is one of ``name``'s (else None)."""
+    prefix = f"{name}__v"
+    if not candidate.startswith(prefix) or not _STEP_SUFFIX.fullmatch(candidate, len(name)):
+        return None
+    return int(candidate[len(prefix):])
+
+
 def _version(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v < 2**63:   # Triton versions are int64
         raise RepositoryError(f"invalid model version {v!r}: must be a positive 64-bit integer")

@@ -90,4 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Everything this worker owes is on disk (result.pt by os.replace, events closed per line). Skip the
+    # interpreter's finalization: gloo's worker threads tearing down with it made a rank abort with
+    # "terminate called without an active exception" after a finished run (3 in 10 on a loaded 2-core box).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

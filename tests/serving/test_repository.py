@@ -11,7 +11,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from serving.artifact import load_local_artifact
 from serving.errors import ArtifactError, RepositoryError
 from serving.reference_model import write_reference_artifact
-from serving.repository import ModelRepository, RepositoryOptions, validate_model_name
+from serving.repository import ModelRepository, RepositoryOptions, step_model_name, step_version, validate_model_name
 from serving.signature import Signature, SignatureError
 
 
@@ -115,6 +115,9 @@ def test_valid_names_and_versions(tmp_path):
     for reserved in ("churn__v2", "a__v0"):   # the names of pytorch-backend step models
         with pytest.raises(RepositoryError, match="reserved"):
             validate_model_name(reserved)
+    assert step_model_name("churn", 12) == "churn__v12" and step_version("churn", "churn__v12") == 12
+    for other in ("churn", "churn__v", "churn__v1x", "churnx__v1", "churn__v١"):
+        assert step_version("churn", other) is None
     repo = ModelRepository.open(str(tmp_path / "repo"))
     sig = Signature.parse(json.dumps({"task": "regression", "inputs": [{"name": "x", "dtype": "FP32"}],
                                       "outputs": [{"name": "a__0", "dtype": "FP32"}, {"name": "b__1", "dtype": "FP32"}]}))
