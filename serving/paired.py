@@ -128,9 +128,11 @@ def compare(task: str, metric: str, higher_is_better: bool, y: np.ndarray, candi
     sign = 1.0 if higher_is_better else -1.0
 
     def gain_on(idx: np.ndarray, axis: int = -1) -> np.ndarray:
+        one = np.ndim(idx) == 1
         idx = np.atleast_2d(np.asarray(idx, dtype=np.int64))
-        return sign * (batched_metric(task, metric, y[idx], candidate[idx])
+        gain = sign * (batched_metric(task, metric, y[idx], candidate[idx])
                        - batched_metric(task, metric, y[idx], reference[idx]))
+        return gain[0] if one else gain
 
     n = len(y)
     value, ref = metric_value(task, metric, y, candidate), metric_value(task, metric, y, reference)

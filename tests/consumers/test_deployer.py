@@ -194,7 +194,7 @@ def test_gate_deploy_duplicates_crash_after_load_and_restart(deployer_settings, 
         assert (rej["model_version"], rej["stage"], rej["champion_version"]) == (2, "gate", 1)
         failed = [c for c in rej["checks"] if not c["passed"]]
         assert [c["name"] for c in failed] == ["beats_champion"]
-        assert failed[0]["value"] == pytest.approx(0.75) and failed[0]["threshold"] == pytest.approx(0.80)
+        assert failed[0]["value"] == pytest.approx(0.75) and failed[0]["threshold"] == pytest.approx(0.79)  # 0.80 - margin
         assert "beats_champion" in rej["reason"] and "0.75" in rej["reason"]
         assert serves(model_client, name, seed=1) and not model_client.is_ready(name, 2)
 
