@@ -157,7 +157,7 @@ class ServingSettings(_Section):
     min_slice_rows: int = Field(
         30, ge=1, description="Slices with fewer test rows are reported by the gate but do not decide.")
     slice_tolerance: float = Field(
-        0.05, ge=0, description="Non-inferiority margin of every slice shared with the champion.")
+        0.05, ge=0, description="A slice rejects when credibly worse than the champion by more than this.")
     policies: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per model name overrides of the gate policy (same keys as above)."
     )

@@ -161,15 +161,24 @@ def compare(task: str, metric: str, higher_is_better: bool, y: np.ndarray, candi
     return Comparison(n, value, ref, diff, low, high, confidence, method)
 
 
-def rule_holds(rule: str, margin: float, ci_low: float) -> bool:
-    """superiority: the gain's lower bound exceeds ``margin``; non_inferiority: it exceeds ``-margin``."""
+def rule_holds(rule: str, margin: float, ci_low: float, ci_high: float | None = None) -> bool:
+    """Whether the gain's interval satisfies ``rule``.
+
+    superiority: the lower bound exceeds ``margin``; non_inferiority: the lower
+    bound exceeds ``-margin``; no_regression: the upper bound is not below
+    ``-margin`` (fails only when the candidate is credibly worse by more than the
+    margin: the slice rule, where many small groups could never prove
+    non-inferiority).
+    """
     if rule == "superiority":
         return ci_low > margin
     if rule == "non_inferiority":
         return ci_low > -margin
-    raise ValueError(f"unknown decision rule {rule!r}; use one of {RULES}")
+    if rule == "no_regression":
+        return ci_high is not None and ci_high >= -margin
+    raise ValueError(f"unknown decision rule {rule!r}; use one of {RULES + ('no_regression',)}")
 
 
 def rule_bound(rule: str, margin: float) -> float:
-    """The value the gain's lower bound must exceed under ``rule``."""
+    """The value the bound named by ``rule`` is compared with."""
     return margin if rule == "superiority" else -margin

@@ -117,6 +117,7 @@ def test_significantly_worse_slice_rejects_and_a_small_noisy_slice_does_not():
     assert not d.passed and [c["name"] for c in d.failed] == ["slice:region=US"]
     us_check = checks["slice:region=US"]
     assert us_check["n"] == 280 and us_check["ci_high"] < -0.05 and us_check["decisive"]
+    assert us_check["rule"] == "no_regression" and us_check["margin"] == 0.05
     small = checks["slice:region=APAC"]
     assert small["n"] == 20 and small["decisive"] is False and "not decisive" in small["detail"]
     assert checks["slice:region=EU"]["passed"] and checks["slice:region=EU"]["difference"] == 0.0

@@ -63,5 +63,6 @@ def test_identical_models_give_a_degenerate_zero_interval():
 def test_rules():
     assert rule_holds("non_inferiority", 0.01, 0.0) and not rule_holds("superiority", 0.0, 0.0)
     assert rule_holds("superiority", 0.01, 0.02) and not rule_holds("non_inferiority", 0.01, -0.02)
+    assert rule_holds("no_regression", 0.05, -0.5, 0.3) and not rule_holds("no_regression", 0.05, -0.5, -0.06)
     with pytest.raises(ValueError):
         rule_holds("best", 0.0, 1.0)
