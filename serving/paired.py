@@ -8,7 +8,8 @@ difficulty cancels out of the difference) and works for every metric. The
 interval is scipy's BCa (bias-corrected and accelerated) bootstrap with a fixed
 ``random_state``, so a decision replays bit for bit. BCa's jackknife costs one
 metric evaluation per row, so above ``BCA_MAX_ROWS`` rows the percentile
-interval is used (the two agree closely at that size).
+interval is used (the two agree closely at that size). Resamples are
+evaluated as row-count vectors (:func:`weighted_metric`), all at once.
 
 Degenerate cases are answered exactly rather than with NaN: when every
 resample gives the same gain (both models perfect on every row: a tie at the
@@ -24,7 +25,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 from scipy import stats
@@ -37,43 +38,73 @@ BCA_MAX_ROWS = 2000
 RULES = ("superiority", "non_inferiority")
 
 
-def _auc(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
-    """ROC AUC per row of ``scores`` [B, m] (Mann-Whitney U over average ranks, ties count half)."""
-    ranks = stats.rankdata(scores, axis=-1)
-    n1 = positive.sum(axis=-1).astype(np.float64)
-    n0 = positive.shape[-1] - n1
-    with np.errstate(invalid="ignore", divide="ignore"):
-        auc = ((ranks * positive).sum(axis=-1) - n1 * (n1 + 1) / 2) / (n1 * n0)
-    return np.where((n1 > 0) & (n0 > 0), auc, np.nan)
+def _auc(scores: np.ndarray, positive: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """ROC AUC under row weights: Mann-Whitney U with ties counted half, rows sorted once.
 
-
-def batched_metric(task: str, metric: str, y: np.ndarray, output: np.ndarray) -> np.ndarray:
-    """``metric_value`` of B resamples at once (``y`` [B, m], ``output`` [B, m(, K)]), for the bootstrap.
-
-    The primary metrics are vectorised (equal to ``metric_value``, see
-    tests/serving/test_paired.py); any other metric loops over ``metric_value``.
+    A bootstrap resample is a vector of row counts, and the AUC of a resample
+    with repeated rows is exactly the count-weighted U statistic.
     """
-    if task == "regression" and metric in ("rmse", "mae"):
-        err = np.asarray(output, dtype=np.float64) - y
-        return np.sqrt(np.mean(err ** 2, axis=-1)) if metric == "rmse" else np.mean(np.abs(err), axis=-1)
-    if task != "regression" and metric in ("roc_auc", "macro_f1", "accuracy"):
-        proba = normalize_proba(output.reshape(-1, output.shape[-1])).reshape(output.shape)
-        k = proba.shape[-1]
-        if metric == "roc_auc":
-            if k == 2:
-                return _auc(proba[..., 1], y == 1)
-            return np.mean([_auc(proba[..., c], y == c) for c in range(k)], axis=0)
-        pred = proba.argmax(axis=-1)
-        if metric == "accuracy":
-            return np.mean(pred == y, axis=-1)
-        f1 = []
-        for c in range(k):
-            tp = np.sum((pred == c) & (y == c), axis=-1)
-            wrong = np.sum((pred == c) != (y == c), axis=-1)
-            denom = 2 * tp + wrong
-            f1.append(np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0))
-        return np.mean(f1, axis=0)
-    return np.array([metric_value(task, metric, yy, oo) for yy, oo in zip(y, output)])
+    order = np.argsort(scores, kind="stable")
+    _, starts = np.unique(scores[order], return_index=True)
+    pos = positive[order].astype(np.float64)
+
+    def auc(counts: np.ndarray) -> np.ndarray:
+        c = counts[:, order]
+        p_g = np.add.reduceat(c * pos, starts, axis=1)
+        n_g = np.add.reduceat(c * (1.0 - pos), starts, axis=1)
+        below = np.cumsum(n_g, axis=1) - n_g
+        p, n = p_g.sum(axis=1), n_g.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where((p > 0) & (n > 0), (p_g * (below + 0.5 * n_g)).sum(axis=1) / (p * n), np.nan)
+
+    return auc
+
+
+def weighted_metric(task: str, metric: str, y: np.ndarray,
+                    output: np.ndarray) -> Callable[[np.ndarray], np.ndarray] | None:
+    """``counts [B, n] -> metric [B]``: the metric of B resamples given as row counts, or None if not vectorised.
+
+    Equal to ``metric_value`` on the resampled rows (tests/serving/test_paired.py)
+    and linear in the counts (matrix products), which is what makes a paired
+    bootstrap of thousands of rows take well under a second.
+    """
+    y = np.asarray(y)
+    if task == "regression":
+        if metric not in ("rmse", "mae"):
+            return None
+        err = np.asarray(output, dtype=np.float64).reshape(-1) - y
+        per_row = err ** 2 if metric == "rmse" else np.abs(err)
+        if metric == "rmse":
+            return lambda c: np.sqrt(c @ per_row / c.sum(axis=1))
+        return lambda c: c @ per_row / c.sum(axis=1)
+    proba = normalize_proba(output)
+    k = proba.shape[1]
+    pred = proba.argmax(axis=1)
+    if metric == "accuracy":
+        correct = (pred == y).astype(np.float64)
+        return lambda c: c @ correct / c.sum(axis=1)
+    if metric == "macro_f1":
+        tp = np.stack([(pred == j) & (y == j) for j in range(k)], axis=1).astype(np.float64)
+        wrong = np.stack([(pred == j) != (y == j) for j in range(k)], axis=1).astype(np.float64)
+
+        def macro_f1(c: np.ndarray) -> np.ndarray:
+            t, w = c @ tp, c @ wrong
+            return np.where(2 * t + w > 0, 2 * t / np.maximum(2 * t + w, 1e-300), 0.0).mean(axis=1)
+
+        return macro_f1
+    if metric == "roc_auc":
+        if k == 2:
+            return _auc(proba[:, 1], y == 1)
+        per_class = [_auc(proba[:, j], y == j) for j in range(k)]
+        return lambda c: np.mean([f(c) for f in per_class], axis=0)
+    return None
+
+
+def _counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """Row index resamples [B, m] as row counts [B, n]."""
+    b = idx.shape[0]
+    flat = (idx + np.arange(b)[:, None] * n).ravel()
+    return np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
 
 
 @dataclass(frozen=True)
@@ -127,11 +158,17 @@ def compare(task: str, metric: str, higher_is_better: bool, y: np.ndarray, candi
     y, candidate, reference = np.asarray(y), np.asarray(candidate), np.asarray(reference)
     sign = 1.0 if higher_is_better else -1.0
 
+    fast = [weighted_metric(task, metric, y, out) for out in (candidate, reference)]
+
     def gain_on(idx: np.ndarray, axis: int = -1) -> np.ndarray:
         one = np.ndim(idx) == 1
         idx = np.atleast_2d(np.asarray(idx, dtype=np.int64))
-        gain = sign * (batched_metric(task, metric, y[idx], candidate[idx])
-                       - batched_metric(task, metric, y[idx], reference[idx]))
+        if fast[0] is not None and fast[1] is not None:
+            counts = _counts(idx, len(y))
+            gain = sign * (fast[0](counts) - fast[1](counts))
+        else:
+            gain = sign * np.array([metric_value(task, metric, y[i], candidate[i])
+                                    - metric_value(task, metric, y[i], reference[i]) for i in idx])
         return gain[0] if one else gain
 
     n = len(y)

@@ -5,31 +5,43 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving.paired import batched_metric, compare, rule_holds
+from serving.paired import _counts, compare, rule_holds, weighted_metric
 from trainer.evaluate import metric_value
 
 
 @pytest.mark.parametrize("task,metric,k", [("binary", "roc_auc", 2), ("multiclass", "roc_auc", 3),
                                            ("multiclass", "macro_f1", 4), ("binary", "accuracy", 2),
                                            ("regression", "rmse", 0), ("regression", "mae", 0)])
-def test_vectorised_metrics_equal_the_reported_ones(task, metric, k):
+def test_vectorised_metrics_of_resamples_equal_the_reported_ones(task, metric, k):
     rng = np.random.default_rng(3)
-    m = 80
+    n = 80
     if task == "regression":
-        y = rng.normal(size=(5, m))
-        out = y + rng.normal(size=(5, m))
+        y = rng.normal(size=n)
+        out = y + rng.normal(size=n)
     else:
-        y = rng.integers(0, k, size=(5, m))
-        out = rng.dirichlet(np.ones(k), size=(5, m))
-        out[0] = np.round(out[0], 1)   # ties in the scores
-    got = batched_metric(task, metric, y, out)
-    want = [metric_value(task, metric, yy, oo) for yy, oo in zip(y, out)]
+        y = rng.integers(0, k, size=n)
+        out = np.round(rng.dirichlet(np.ones(k), size=n), 1)   # ties in the scores
+    idx = rng.integers(0, n, size=(6, n))                       # bootstrap resamples with repeated rows
+    got = weighted_metric(task, metric, y, out)(_counts(idx, n))
+    want = [metric_value(task, metric, y[i], out[i]) for i in idx]
     assert got == pytest.approx(want)
 
 
 def test_one_class_resample_gives_nan_auc_like_the_reported_metric():
-    y = np.zeros((1, 10), dtype=int)
-    assert np.isnan(batched_metric("binary", "roc_auc", y, np.full((1, 10, 2), 0.5)))
+    y = np.array([0, 1] * 5)
+    idx = np.zeros((1, 10), dtype=int)   # only row 0 (class 0), ten times
+    assert np.isnan(weighted_metric("binary", "roc_auc", y, np.full((10, 2), 0.5))(_counts(idx, 10)))
+
+
+def test_metrics_without_a_vectorised_form_use_the_reported_definition():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 60)
+    a, b = rng.dirichlet([1, 1], 60), rng.dirichlet([1, 1], 60)
+    assert weighted_metric("binary", "log_loss", y, a) is None
+    c = compare("binary", "log_loss", False, y, a, b, n_resamples=200)
+    assert c.difference == pytest.approx(metric_value("binary", "log_loss", y, b) - metric_value("binary", "log_loss",
+                                                                                                   y, a))
+    assert c.ci_low <= c.difference <= c.ci_high
 
 
 def test_interval_is_deterministic_and_covers_a_real_gain():
