@@ -99,8 +99,9 @@ class ClickHouseUserSettings(_Section):
 
     password: SecretStr | None = Field(None, description="The user's password (secret); unset: no password.")
     readonly: Literal[0, 1, 2] = Field(
-        1, description="ClickHouse's readonly level of every request of the user: 1 reads only, 2 reads and "
-        "changes settings, 0 may also write."
+        2, description="ClickHouse's readonly level of every request of the user: 1 reads only, 2 reads and "
+        "changes settings (what Grafana's ClickHouse data source needs: it sends settings such as `limit`), "
+        "0 may also write."
     )
 
 
@@ -117,9 +118,9 @@ class ClickHouseSettings(_Section):
         18123, description="Loopback port where the embedded engine's owner serves ClickHouse's HTTP interface."
     )
     server_users: dict[str, ClickHouseUserSettings] = Field(
-        default_factory=lambda: {"dashboard": {"readonly": 1}}, validate_default=True,
+        default_factory=lambda: {"dashboard": {"readonly": 2}}, validate_default=True,
         description="Users the embedded ClickHouse server accepts besides `user` (who reads and writes with "
-        "`password`): `{\"name\": {\"password\": \"...\", \"readonly\": 1}}`. The default read-only "
+        "`password`): `{\"name\": {\"password\": \"...\", \"readonly\": 2}}`. The default read-only "
         "`dashboard` user lets dashboards and Grafana read without being able to write.",
     )
     session_timeout_s: int = Field(

@@ -6,9 +6,9 @@ the owner, chdb connections to the same directory share the data but each has
 its own settings, current database and temporary tables, so the engine keeps:
 
 * a pool of plain connections per readonly level (0, 1, 2) for requests without a
-  session: a request's settings are SET on the connection it borrows and the next
-  borrower's settings replace them; a connection that ever had ``readonly`` SET is
-  closed after its request, because nothing can lift readonly again;
+  session: readonly is SET once when a connection opens (nothing can lift it
+  later), so a request borrows from the pool of its level; its other settings are
+  SET on the connection it borrows and the next borrower's settings replace them;
 * dedicated connections for sessions (``open_connection``, see ``sessions.py``).
 
 A borrowed connection runs one statement at a time; different connections run in
@@ -103,6 +103,21 @@ _STATEFUL = re.compile(r"^(?:SET|USE|CREATE\s+(?:OR\s+REPLACE\s+)?TEMPORARY)\b")
 _USE = re.compile(r"\bUSE\b", re.IGNORECASE)
 _READ = re.compile(r"^\(*\s*(?:SELECT|WITH|SHOW|DESCRIBE|DESC|EXISTS|EXPLAIN)\b")
 _MAX_IDLE = 16   # idle pooled connections kept per readonly level
+_STRICTNESS = {0: 0, 2: 1, 1: 2}   # readonly=1 reads only; 2 also changes settings; 0 also writes
+
+
+def readonly_level(floor: int, asked: str | None) -> int:
+    """A request's readonly level: its floor made stricter by a ``readonly`` setting, never looser."""
+    if asked is None:
+        return floor
+    try:
+        level = int(asked)
+        _STRICTNESS[level]
+    except (ValueError, KeyError):
+        raise exception(36, "BAD_ARGUMENTS", f"readonly must be 0, 1 or 2, not '{asked}'") from None
+    if _STRICTNESS[level] < _STRICTNESS[floor]:
+        raise exception(164, "READONLY", "Cannot modify 'readonly' setting in readonly mode")
+    return max(level, floor, key=_STRICTNESS.__getitem__)
 
 
 _FORMAT_SQL = "SELECT formatQuerySingleLine({q:String})"
@@ -126,7 +141,7 @@ class Connection:
         self.readonly = readonly          # the floor set when opened (the user's level, or 2 for GET)
         self.database: str | None = "default"   # None: unknown (a session ran USE)
         self.overrides: dict[str, str] = {}     # settings SET by the last request (pooled connections)
-        self.sealed = False               # a request SET readonly: close it after the request
+        self.sealed = False               # a SET failed half-way: close it after the request
 
     def query(self, sql: str, fmt: str = "TabSeparated", params: Mapping[str, str] | None = None) -> Result:
         if self.raw is None:
@@ -229,12 +244,8 @@ class ChdbEngine:
 
     def _apply_pooled(self, conn: Connection, wanted: dict[str, str]) -> None:
         """Make a pooled connection's settings the defaults + ``wanted`` (SET only what changed)."""
-        readonly = wanted.pop("readonly", None)
         changes = [f"{n} = DEFAULT" for n in conn.overrides if n not in wanted]
         changes += [f"{n} = {_literal(v)}" for n, v in wanted.items() if conn.overrides.get(n) != v]
-        if readonly is not None and readonly != str(conn.readonly):
-            changes.append(f"readonly = {_literal(readonly)}")
-            conn.sealed = True
         if changes:
             try:
                 conn.query("SET " + ", ".join(changes))
@@ -244,27 +255,18 @@ class ChdbEngine:
         conn.overrides = wanted
 
     @contextmanager
-    def _settings(self, conn: Connection, settings: Mapping[str, Any] | None, session: bool,
-                  readonly: int = 0) -> Iterator[int | None]:
-        """Apply a request's settings; yields the readonly level its statement must add (sessions only)."""
-        wanted = self._checked(settings)
-        if not session:
-            self._apply_pooled(conn, wanted)
-            yield None
-            return
-        names = sorted({*wanted, "readonly"})
+    def _session_settings(self, conn: Connection, wanted: dict[str, str], level: int) -> Iterator[int | None]:
+        """A session request's settings for that request only; yields the readonly level its statement must
+        add when the request is stricter than the session (e.g. ``readonly=1``, a GET)."""
         rows = conn.query("SELECT name, value FROM system.settings WHERE has({n:Array(String)}, name)",
-                          "JSONEachRow", {"n": "[" + ", ".join(_literal(n) for n in names) + "]"})
+                          "JSONEachRow", {"n": "[" + ", ".join(_literal(n) for n in {*wanted, "readonly"}) + "]"})
         before = {r["name"]: r["value"] for r in map(json.loads, rows.data.decode().splitlines())}
         current = int(before["readonly"])
-        asked = max(readonly, int(wanted.pop("readonly", current) or 0))
-        if asked < current:
-            raise exception(164, "READONLY", "Cannot modify 'readonly' setting in readonly mode")
         changed = [n for n in wanted if before.get(n) != wanted[n]]
         if changed:
             conn.query("SET " + ", ".join(f"{n} = {_literal(wanted[n])}" for n in changed))
         try:
-            yield asked if asked > current else None
+            yield level if _STRICTNESS[level] > _STRICTNESS[current] else None
         finally:
             if changed:
                 conn.query("SET " + ", ".join(f"{n} = {_literal(before[n])}" for n in changed))
@@ -282,40 +284,45 @@ class ChdbEngine:
 
     # -- calls ------------------------------------------------------------
     @contextmanager
-    def _connection(self, readonly: int, conn: Connection | None) -> Iterator[tuple[Connection, bool]]:
+    def _prepared(self, sql: str, database: str | None, settings: Mapping[str, Any] | None, readonly: int,
+                  conn: Connection | None) -> Iterator[tuple[Connection, int | None]]:
+        """The connection to run ``sql`` on, its database and settings applied, and the readonly level the
+        statement itself must carry (None: the connection's own)."""
+        wanted = self._checked(settings)
+        level = readonly_level(readonly, wanted.pop("readonly", None))
         if conn is not None:
-            yield conn, True
-        else:
-            with self._borrow(readonly) as pooled:
-                yield pooled, False
+            self._guard(conn, sql, session=True)
+            conn.use(database)
+            with self._session_settings(conn, wanted, level) as extra:
+                yield conn, extra
+            if _USE.search(sql):
+                conn.database = None
+            return
+        with self._borrow(level) as pooled:
+            self._guard(pooled, sql, session=False)
+            pooled.use(database or "default")
+            self._apply_pooled(pooled, wanted)
+            yield pooled, None
 
     def execute(self, sql: str, fmt: str = "TabSeparated", params: Mapping[str, str] | None = None,
                 database: str | None = None, settings: Mapping[str, Any] | None = None, *,
                 readonly: int = 0, conn: Connection | None = None) -> Result:
         """Run one statement; a FORMAT clause in ``sql`` wins over ``fmt`` as on a server.
 
-        ``conn``: a session's connection; none: a pooled one at ``readonly`` level.
+        ``readonly``: the request's floor (its user's level, 2 for GET), which a ``readonly`` setting can
+        only make stricter. ``conn``: a session's connection; none: a pooled one at the request's level.
         """
-        with self._connection(readonly, conn) as (c, session):
-            self._guard(c, sql, session)
-            c.use(database if session else database or "default")
-            with self._settings(c, settings, session, readonly) as level:
-                res = c.query(self._read_only(c, sql, level) if level else sql, fmt, params)
-            if session and _USE.search(sql):
-                c.database = None
-            return res
+        with self._prepared(sql, database, settings, readonly, conn) as (c, extra):
+            return c.query(self._read_only(c, sql, extra) if extra else sql, fmt, params)
 
     def insert(self, head_sql: str, fmt: str, data: bytes, database: str | None = None,
                settings: Mapping[str, Any] | None = None, *, readonly: int = 0,
                conn: Connection | None = None) -> Result:
         """``INSERT INTO t [(cols)]`` with ``data`` in input format ``fmt``, parsed by the engine itself."""
-        with self._connection(readonly, conn) as (c, session):
-            self._guard(c, head_sql, session)
-            c.use(database if session else database or "default")
-            with self._settings(c, settings, session, readonly) as level:
-                if level:
-                    raise exception(164, "READONLY", "Cannot execute query in readonly mode")
-                return _stream_insert(c, head_sql, fmt, data)
+        with self._prepared(head_sql, database, settings, readonly, conn) as (c, extra):
+            if extra:
+                raise exception(164, "READONLY", "Cannot execute query in readonly mode")
+            return _stream_insert(c, head_sql, fmt, data)
 
     def insert_arrow(self, table: str, arrow_table: pa.Table, database: str | None = None) -> Result:
         """Bulk insert through chdb's zero-copy ``Python()`` table function."""

@@ -209,7 +209,7 @@ class Handler(BaseHTTPRequestHandler):
             readonly = user.readonly or (2 if self.command == "GET" else 0)
             session_id = params.get("session_id")
             if session_id:
-                with self.server.sessions.use(user.name, readonly, session_id, params.get("session_timeout"),
+                with self.server.sessions.use(user.name, user.readonly, session_id, params.get("session_timeout"),
                                               _flag(params.get("session_check")),
                                               _flag(params.get("close_session"))) as conn:
                     res, out_fmt = self._run(params, body, readonly, conn)
