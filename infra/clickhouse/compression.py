@@ -1,8 +1,8 @@
 """HTTP body compression as ClickHouse's HTTP interface speaks it, through the well-kept codec libraries.
 
 Requests: the body is decoded by its ``Content-Encoding`` (clickhouse-connect sends
-``lz4`` frames by default, one frame per block; ``zstd`` frames, gzip members and
-brotli streams may be concatenated the same way). Responses are compressed only when
+``lz4`` frames by default, one frame per block; ``zstd`` frames and gzip members may
+be concatenated the same way; a brotli body is one stream). Responses are compressed only when
 the client asked twice, as ClickHouse requires: ``enable_http_compression=1`` and an
 ``Accept-Encoding`` naming a method we speak; the client's first listed method wins.
 
