@@ -93,11 +93,11 @@ def test_ten_concurrent_clients_never_see_each_others_settings_or_tables(owner):
             c = clickhouse_connect.get_client(dsn=owner.url, password=WRITER_PW)
             start.wait(30)
             c.command(f"SET max_result_rows = {100 + i}")
-            c.command(f"CREATE TEMPORARY TABLE mine (who UInt32) ENGINE = Memory")
+            c.command("CREATE TEMPORARY TABLE mine (who UInt32) ENGINE = Memory")
             c.command(f"INSERT INTO mine VALUES ({i})")
             for round_ in range(5):
-                got = c.query(f"SELECT getSetting('max_result_rows'), getSetting('max_threads'), "
-                              f"(SELECT groupArray(who) FROM mine)", settings={"max_threads": i + 1}).result_rows
+                got = c.query("SELECT getSetting('max_result_rows'), getSetting('max_threads'), "
+                              "(SELECT groupArray(who) FROM mine)", settings={"max_threads": i + 1}).result_rows
                 if got != [(100 + i, i + 1, [i])]:
                     errors.append(f"client {i} round {round_}: {got}")
                 params = {"readonly": "1"} if i % 2 else {"max_result_rows": "1"}
