@@ -101,6 +101,7 @@ def _result(res: Any) -> Result:
 _SUSPECT = re.compile(r";|\b(?:SET|USE|TEMPORARY)\b", re.IGNORECASE)
 _STATEFUL = re.compile(r"^(?:SET|USE|CREATE\s+(?:OR\s+REPLACE\s+)?TEMPORARY)\b")
 _USE = re.compile(r"\bUSE\b", re.IGNORECASE)
+_SET = re.compile(r"\bSET\b", re.IGNORECASE)
 _READ = re.compile(r"^\(*\s*(?:SELECT|WITH|SHOW|DESCRIBE|DESC|EXISTS|EXPLAIN)\b")
 _MAX_IDLE = 16   # idle pooled connections kept per readonly level
 _STRICTNESS = {0: 0, 2: 1, 1: 2}   # readonly=1 reads only; 2 also changes settings; 0 also writes
@@ -142,6 +143,7 @@ class Connection:
         self.database: str | None = "default"   # None: unknown (a session ran USE)
         self.overrides: dict[str, str] = {}     # settings SET by the last request (pooled connections)
         self.sealed = False               # a SET failed half-way: close it after the request
+        self.known: dict[str, str] = {}   # a session's own setting values as last read (forgotten on SET)
 
     def query(self, sql: str, fmt: str = "TabSeparated", params: Mapping[str, str] | None = None) -> Result:
         if self.raw is None:
@@ -258,9 +260,15 @@ class ChdbEngine:
     def _session_settings(self, conn: Connection, wanted: dict[str, str], level: int) -> Iterator[int | None]:
         """A session request's settings for that request only; yields the readonly level its statement must
         add when the request is stricter than the session (e.g. ``readonly=1``, a GET)."""
-        rows = conn.query("SELECT name, value FROM system.settings WHERE has({n:Array(String)}, name)",
-                          "JSONEachRow", {"n": "[" + ", ".join(_literal(n) for n in {*wanted, "readonly"}) + "]"})
-        before = {r["name"]: r["value"] for r in map(json.loads, rows.data.decode().splitlines())}
+        if not wanted and level == 0:   # nothing to set, nothing stricter: costs nothing
+            yield None
+            return
+        missing = {*wanted, "readonly"} - conn.known.keys()
+        if missing:   # system.settings gives values in the text form SET takes back (a ~4 ms scan, once)
+            rows = conn.query("SELECT name, value FROM system.settings WHERE name IN {n:Array(String)}",
+                              "JSONEachRow", {"n": "[" + ", ".join(_literal(n) for n in missing) + "]"})
+            conn.known.update({r["name"]: r["value"] for r in map(json.loads, rows.data.decode().splitlines())})
+        before = conn.known
         current = int(before["readonly"])
         changed = [n for n in wanted if before.get(n) != wanted[n]]
         if changed:
@@ -284,12 +292,27 @@ class ChdbEngine:
 
     # -- calls ------------------------------------------------------------
     @contextmanager
-    def _prepared(self, sql: str, database: str | None, settings: Mapping[str, Any] | None, readonly: int,
-                  conn: Connection | None) -> Iterator[tuple[Connection, int | None]]:
+    def _one_off(self, floor: int, wanted: dict[str, str], level: int) -> Iterator[Connection]:
+        """A connection for a request that raises its own readonly AND changes settings: as in ClickHouse,
+        its settings are checked against the user's level, then readonly applies; never pooled again."""
+        conn = self.open_connection(floor)
+        conn.sealed = True
+        try:
+            self._apply_pooled(conn, wanted)
+            conn.query(f"SET readonly = {level}")
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _prepared(self, sql: str, database: str | None, settings: Mapping[str, Any] | None, floor: int,
+                  get: bool, conn: Connection | None) -> Iterator[tuple[Connection, int | None]]:
         """The connection to run ``sql`` on, its database and settings applied, and the readonly level the
         statement itself must carry (None: the connection's own)."""
         wanted = self._checked(settings)
-        level = readonly_level(readonly, wanted.pop("readonly", None))
+        level = readonly_level(floor, wanted.pop("readonly", None))
+        if get:   # GET requests are read-only: readonly=2 unless stricter already
+            level = max(level, 2, key=_STRICTNESS.__getitem__)
         if conn is not None:
             self._guard(conn, sql, session=True)
             conn.use(database)
@@ -297,8 +320,11 @@ class ChdbEngine:
                 yield conn, extra
             if _USE.search(sql):
                 conn.database = None
+            if _SET.search(sql):
+                conn.known.clear()
             return
-        with self._borrow(level) as pooled:
+        one_off = wanted and level == 1 and floor != 1
+        with self._one_off(floor, wanted, level) if one_off else self._borrow(level) as pooled:
             self._guard(pooled, sql, session=False)
             pooled.use(database or "default")
             self._apply_pooled(pooled, wanted)
@@ -306,20 +332,20 @@ class ChdbEngine:
 
     def execute(self, sql: str, fmt: str = "TabSeparated", params: Mapping[str, str] | None = None,
                 database: str | None = None, settings: Mapping[str, Any] | None = None, *,
-                readonly: int = 0, conn: Connection | None = None) -> Result:
+                readonly: int = 0, get: bool = False, conn: Connection | None = None) -> Result:
         """Run one statement; a FORMAT clause in ``sql`` wins over ``fmt`` as on a server.
 
-        ``readonly``: the request's floor (its user's level, 2 for GET), which a ``readonly`` setting can
-        only make stricter. ``conn``: a session's connection; none: a pooled one at the request's level.
+        ``readonly``: the user's level, which a ``readonly`` setting can only make stricter; ``get``: an HTTP
+        GET (read-only, as in ClickHouse). ``conn``: a session's connection; none: a pooled one.
         """
-        with self._prepared(sql, database, settings, readonly, conn) as (c, extra):
+        with self._prepared(sql, database, settings, readonly, get, conn) as (c, extra):
             return c.query(self._read_only(c, sql, extra) if extra else sql, fmt, params)
 
     def insert(self, head_sql: str, fmt: str, data: bytes, database: str | None = None,
-               settings: Mapping[str, Any] | None = None, *, readonly: int = 0,
+               settings: Mapping[str, Any] | None = None, *, readonly: int = 0, get: bool = False,
                conn: Connection | None = None) -> Result:
         """``INSERT INTO t [(cols)]`` with ``data`` in input format ``fmt``, parsed by the engine itself."""
-        with self._prepared(head_sql, database, settings, readonly, conn) as (c, extra):
+        with self._prepared(head_sql, database, settings, readonly, get, conn) as (c, extra):
             if extra:
                 raise exception(164, "READONLY", "Cannot execute query in readonly mode")
             return _stream_insert(c, head_sql, fmt, data)

@@ -206,15 +206,14 @@ class Handler(BaseHTTPRequestHandler):
             method = compression.response_method(params.get("enable_http_compression"),
                                                   self.headers.get("Accept-Encoding"))
             user = authenticate(self.server.users, *credentials(self.headers, params))
-            readonly = user.readonly or (2 if self.command == "GET" else 0)
             session_id = params.get("session_id")
             if session_id:
                 with self.server.sessions.use(user.name, user.readonly, session_id, params.get("session_timeout"),
                                               _flag(params.get("session_check")),
                                               _flag(params.get("close_session"))) as conn:
-                    res, out_fmt = self._run(params, body, readonly, conn)
+                    res, out_fmt = self._run(params, body, user.readonly, conn)
             else:
-                res, out_fmt = self._run(params, body, readonly, None)
+                res, out_fmt = self._run(params, body, user.readonly, None)
         except ClickHouseError as exc:
             self._error(exc, query_id)
             return
@@ -240,7 +239,7 @@ class Handler(BaseHTTPRequestHandler):
         default_format = params.get("default_format") or "TabSeparated"
         query = params.get("query", "")
         engine = self.server.engine
-        on = {"readonly": readonly, "conn": conn}
+        on = {"readonly": readonly, "get": self.command == "GET", "conn": conn}
         if query:
             ins = split_insert(query.encode())
             if ins is not None:

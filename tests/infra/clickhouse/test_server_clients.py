@@ -135,6 +135,15 @@ def test_readonly_request_never_stops_the_sinks_inserts(owner, base_settings, ma
                                       f"default:{WRITER_PW}", data=b"INSERT INTO inference_telemetry_ingest "
                                       b"SELECT * FROM inference_telemetry_ingest")
         assert status == 500 and headers["x-clickhouse-exception-code"] == "164"   # that request only
+        for session in (False, True):   # readonly with other settings in one request, as ClickHouse allows
+            c = clickhouse_connect.get_client(dsn=owner.url, password=WRITER_PW, autogenerate_session_id=session)
+            got = c.query("SELECT getSetting('readonly'), getSetting('max_threads')",
+                          settings={"readonly": 1, "max_threads": 3}).result_rows
+            assert got == [(1, 3)]
+            with pytest.raises(DatabaseError) as err:
+                c.command(f"CREATE TABLE {ch.database}.nope (a UInt8) ENGINE = Memory", settings={"readonly": 1})
+            assert err.value.code == 164
+            assert c.query("SELECT getSetting('readonly'), getSetting('max_threads') != 3").result_rows == [(0, 1)]
         values = [make_telemetry() for _ in range(50)]
         store.insert_raw("inference_telemetry_ingest", avro_container(values, [("t", 0, i) for i in range(50)]),
                          "Avro")   # exactly the telemetry sink's insert
