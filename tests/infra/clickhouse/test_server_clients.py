@@ -183,9 +183,10 @@ def test_temporary_tables_are_session_scoped_and_expire(owner):
     assert status == 500 and headers["x-clickhouse-exception-code"] == "372"
     assert post("SELECT 1", session_id="s-a", session_timeout="99999")[1]["x-clickhouse-exception-code"] == "374"
 
-    slow = threading.Thread(target=post, args=("SELECT sleep(1.5)",), kwargs={"session_id": "s-a", "session_timeout": "2"})
+    slow = threading.Thread(target=post, args=("SELECT sleep(3)",),
+                            kwargs={"session_id": "s-a", "session_timeout": "2"})
     slow.start()
-    time.sleep(0.4)
+    time.sleep(1.2)
     locked = post("SELECT 1", session_id="s-a")
     slow.join()
     assert locked[1]["x-clickhouse-exception-code"] == "373"   # SESSION_IS_LOCKED, as ClickHouse answers
