@@ -86,6 +86,7 @@ class ChdbServer:
         def detail():
             code = self.proc.poll()
             return (f"exited with code {code}; " if code is not None else "") + \
+                (f"last check: {self.problem}; " if self.problem else "") + \
                 f"log {self.log_path}:\n{log_tail(self.log_path)}"
 
         wait_until(lambda: self.healthy(0.5), timeout, "clickhouse (chdb)", detail,
