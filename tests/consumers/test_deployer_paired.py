@@ -38,14 +38,16 @@ class Trained:
         self.data = pq.read_table(registry.pull(f"{dataset}@{pushed.version}", tmp_path / "data")).to_pandas()
         self.runs: dict[int, tuple] = {}
 
-    def train(self, seed: int):
-        if seed not in self.runs:
-            out = self.tmp / f"seed-{seed}"
-            self.runs[seed] = (train_and_evaluate(self.data, self.info, TrainingSpec(seed=seed, **SPEC), out), out)
-        return self.runs[seed]
+    def train(self, seed: int, **spec):
+        key = (seed, json.dumps(spec, sort_keys=True))
+        if key not in self.runs:
+            out = self.tmp / f"run-{len(self.runs)}"
+            result = train_and_evaluate(self.data, self.info, TrainingSpec(**{**SPEC, "seed": seed, **spec}), out)
+            self.runs[key] = (result, out)
+        return self.runs[key]
 
-    def register(self, name: str, version: int, seed: int) -> dict:
-        result, out = self.train(seed)
+    def register(self, name: str, version: int, seed: int, **spec) -> dict:
+        result, out = self.train(seed, **spec)
         key = f"models/{name}/{version}"
         sig = {**result.signature, "model_name": name, "model_version": version}
         (out / "signature.json").write_text(json.dumps(sig))
@@ -59,7 +61,8 @@ class Trained:
                 "baseline_metrics": result.baseline_metrics, "slice_metrics": result.slice_metrics,
                 "reference_stats": result.reference_stats, "signature_json": json.dumps(sig),
                 "labels": result.labels, "params_json": "{}", "code_version": "", "report_uri": None,
-                "test_predictions_uri": f"{uri}/{result.files['test_predictions']}", "behaviour_tests": []}
+                "test_predictions_uri": f"{uri}/{result.files['test_predictions']}",
+                "behaviour_tests": list(result.behaviour_tests)}
 
     def test_ids(self, seed: int) -> list[str]:
         result, out = self.train(seed)
@@ -68,12 +71,13 @@ class Trained:
 
 def test_paired_gate_on_the_real_stack(isolated_settings, serving_settings, artifact_store, churn_data,
                                        one_torch_thread, tmp_path):
-    lenient, strict = f"pair-{uuid.uuid4().hex[:6]}", f"strict-{uuid.uuid4().hex[:6]}"
+    lenient, strict, behave = (f"{p}-{uuid.uuid4().hex[:6]}" for p in ("pair", "strict", "behave"))
     s = isolated_settings.with_overrides(
         triton=serving_settings.triton.model_dump(), artifacts=serving_settings.artifacts.model_dump(),
         serving={"policies": {lenient: {"baseline_margin": 1.0, "primary_metric_margin": 1.0},
                               strict: {"baseline_margin": 1.0, "champion_rule": "superiority",
-                                       "primary_metric_margin": 0.0}}})
+                                       "primary_metric_margin": 0.0},
+                              behave: {"baseline_margin": 1.0}}})
     models = Trained(artifact_store, tmp_path, churn_data)
     assert models.test_ids(0) == models.test_ids(5), "the seed does not move the test rows"
     n_test = len(models.test_ids(0))
@@ -114,6 +118,16 @@ def test_paired_gate_on_the_real_stack(isolated_settings, serving_settings, arti
         assert (rej["model_version"], rej["stage"]) == (2, "gate") and not tie["passed"]
         assert (tie["difference"], tie["ci_low"], tie["ci_high"], tie["rule"]) == (0.0, 0.0, 0.0, "superiority")
         assert tie["n"] == n_test
+
+        # A trained model whose declared behavioural test fails is rejected with the test's numbers.
+        noisy = {"name": "heavy_noise", "kind": "noise", "sigma": 10.0, "metric": "log_loss", "max_drop": 0.0}
+        register(models.register(behave, 1, seed=0, epochs=15, lr=0.01, behaviour_tests=[noisy]))
+        rej = rejected.wait(lambda vs: any(v["model_name"] == behave for v in vs), timeout=120,
+                            why=f"{behave} v1 rejected")[-1]
+        failed = [c for c in rej["checks"] if not c["passed"]]
+        assert [c["name"] for c in failed] == ["behaviour:heavy_noise"], rej["reason"]
+        assert failed[0]["n"] == n_test and failed[0]["value"] > 0.0 and failed[0]["threshold"] == 0.0
+        assert "log_loss" in rej["reason"] and failed[0]["rule"] == "behaviour"
     finally:
         proc.stop()
         deployed.close()
