@@ -148,10 +148,13 @@ def _column_hash(series: pd.Series) -> np.ndarray:
     version was written with; missing values (None, NaN, NaT) all hash alike.
     """
     missing = series.isna().to_numpy()
-    if pd.api.types.is_bool_dtype(series) or (pd.api.types.is_numeric_dtype(series)
-                                              and not isinstance(series.dtype, pd.CategoricalDtype)):
-        values = pd.to_numeric(series.astype("float64"), errors="coerce").to_numpy(dtype=np.float64,
-                                                                                   na_value=np.nan)
+    numeric = not isinstance(series.dtype, pd.CategoricalDtype) and (
+        pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series)
+        # object columns of booleans or numbers with nulls (how Arrow hands them over) hash like their values
+        or pd.api.types.infer_dtype(series, skipna=True) in ("boolean", "integer", "floating", "mixed-integer-float"))
+    if numeric:
+        values = pd.to_numeric(series.where(~series.isna(), np.nan).astype("float64"),
+                               errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         values = np.where(missing, 0.0, values) + 0.0   # +0.0 folds -0.0 into 0.0
         h = pd.util.hash_array(values, categorize=False)
     else:

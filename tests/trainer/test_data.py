@@ -51,6 +51,10 @@ def test_canonical_encoding_ignores_dtype_and_unrelated_columns(tabular, make_in
     small = make_info(feature_columns=("x",), slice_columns=())
     assert np.array_equal(row_hashes(as_table(ints, small), small),
                           row_hashes(as_table(ints.astype({"x": "float64"}), small), small))
+    flags = pd.DataFrame({"x": [True, False, True], "label": ["a", "b", "a"]})
+    with_null = pd.DataFrame({"x": pd.Series([True, False, True, None], dtype=object), "label": ["a", "b", "a", "b"]})
+    assert np.array_equal(row_hashes(as_table(flags, small), small),
+                          row_hashes(as_table(with_null, small), small)[:3]), "a null does not move the other rows"
     assert not np.array_equal(h, row_hashes(as_table(df.assign(label=df["label"][::-1].to_numpy()), info), info))
 
 
