@@ -28,7 +28,7 @@ def _sklearn(loader: str, classify: bool) -> Callable[[], pd.DataFrame]:
         from sklearn import datasets
 
         frame = getattr(datasets, loader)(as_frame=True).frame
-        frame.columns = [str(c) for c in frame.columns]
+        frame.columns = [str(c).replace("/", "_") for c in frame.columns]   # dataset column names have no slashes
         if classify:
             frame["target"] = "class_" + frame["target"].astype(str)
         return frame

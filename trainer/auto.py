@@ -77,6 +77,9 @@ def search(first: Candidate, *, train: TensorSet, val: TensorSet, task: str, dev
     if sign * first.val_score > sign * base:
         report.reason = f"the first candidate beats {name} on validation"
         return first, report
+    if higher and first.val_score >= 1.0:
+        report.reason = f"the first candidate ties {name} at the metric's ceiling; no search can beat it"
+        return first, report
     if not n_trials:
         report.reason = f"the first candidate does not beat {name}; search is off (a hand-set budget)"
         return first, report
