@@ -15,15 +15,15 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainer.checkpoint import STATE_KEYS, load_checkpoint, quarantine, save_checkpoint
-from trainer.defaults import WARMUP_FRACTION
+from trainer.checkpoint import load_checkpoint, quarantine, save_checkpoint
 from trainer.errors import CheckpointError, NonFiniteLossError, TrainerError, TrainingStopped
+from trainer.loop_state import LoopState, cpu_state, rng_state, set_rng_state, unwrap
 from trainer.spec import TrainingSpec
 
 log = logging.getLogger(__name__)
@@ -93,51 +93,16 @@ def place(data: TensorSet, device: torch.device) -> TensorSet:
     return data.to(device) if data.nbytes() < 0.4 * free else data.to(device, pin=True)
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
-
-
 def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
     if amp_dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=amp_dtype)
 
 
-def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in _unwrap(model).state_dict().items()}
-
-
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def _scheduler(opt: torch.optim.Optimizer, spec: TrainingSpec, total_steps: int):
-    if spec.lr_schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=max(1, total_steps),
-                                                   pct_start=WARMUP_FRACTION)
-    if spec.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps))
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-
-
-def _optimizer(model: nn.Module, spec: TrainingSpec) -> torch.optim.Optimizer:
-    # Fused AdamW runs the whole update in one kernel on CPU and CUDA alike.
-    return torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay, fused=True)
-
-
 def evaluate_loss(model: nn.Module, data: TensorSet, loss_fn, device: torch.device, *, amp_dtype=None,
                   dist: DistContext | None = None, batch_size: int = 4096) -> tuple[float, float]:
     """Mean loss and accuracy (NaN for regression) over ``data`` (this rank's shard under DDP)."""
-    net = _unwrap(model)
+    net = unwrap(model)
     net.eval()
     n = len(data)
     shard = torch.arange(dist.rank, n, dist.world_size) if dist else None
@@ -159,65 +124,6 @@ def evaluate_loss(model: nn.Module, data: TensorSet, loss_fn, device: torch.devi
         sums = dist.sum(sums)
     denom = max(sums[2], 1.0)
     return sums[0] / denom, (sums[1] / denom) if classify else math.nan
-
-
-@dataclass
-class _State:
-    """Optimizer, schedule, sampling and early-stopping state: what a checkpoint saves and restores.
-
-    ``_SAVED`` is the one list of the plain fields a checkpoint carries; the
-    stateful objects (model, optimizer, schedule, scaler, generators) are
-    serialised beside them by ``to_checkpoint`` / ``restore``.
-    """
-
-    opt: torch.optim.Optimizer
-    sched: Any
-    gen: torch.Generator
-    epoch: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-    best_state: dict[str, Tensor] | None = None
-    best_val_loss: float = math.inf
-    best_epoch: int = 0
-    bad_epochs: int = 0
-    done: bool = False
-
-    _SAVED = STATE_KEYS
-
-    @classmethod
-    def fresh(cls, model: nn.Module, spec: TrainingSpec, total_steps: int) -> "_State":
-        opt = _optimizer(model, spec)
-        return cls(opt, _scheduler(opt, spec, total_steps), torch.Generator().manual_seed(spec.seed))
-
-    def to_checkpoint(self, model: nn.Module, scaler: torch.amp.GradScaler, device: torch.device,
-                      fingerprint: str) -> dict[str, Any]:
-        return {"fingerprint": fingerprint, "model": _cpu_state(model), "optimizer": self.opt.state_dict(),
-                "scheduler": self.sched.state_dict(), "scaler": scaler.state_dict(),
-                "generator": self.gen.get_state(), "rng": _rng_state(device),
-                **{k: getattr(self, k) for k in self._SAVED}}
-
-    def restore(self, ck: dict[str, Any], model: nn.Module, scaler: torch.amp.GradScaler, device: torch.device,
-                fingerprint: str, path: str | Path) -> None:
-        if ck["fingerprint"] != fingerprint:
-            raise CheckpointError(f"checkpoint {path} belongs to another run or spec")
-        _unwrap(model).load_state_dict(ck["model"])
-        self.opt.load_state_dict(ck["optimizer"])
-        self.sched.load_state_dict(ck["scheduler"])
-        if "scaler" in ck and scaler.is_enabled():
-            scaler.load_state_dict(ck["scaler"])
-        self.gen.set_state(ck["generator"])
-        _set_rng_state(ck["rng"], device)
-        for k in self._SAVED:
-            setattr(self, k, ck[k])
-
-    def record(self, epoch: int, val_loss: float, model: nn.Module, patience: int | None) -> None:
-        """Early-stopping bookkeeping of one finished epoch."""
-        self.epoch = epoch
-        if val_loss < self.best_val_loss:
-            self.best_val_loss, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
-            self.best_state = _cpu_state(model)
-        else:
-            self.bad_epochs += 1
-        self.done = patience is not None and self.bad_epochs >= patience
 
 
 @dataclass
@@ -256,13 +162,13 @@ def _prepare(model: nn.Module, train: TensorSet, val: TensorSet, spec: TrainingS
 
 
 def _start(r: _Run, fingerprint: str, checkpoint_path: str | Path | None,
-           on_checkpoint_error: CheckpointErrorCallback | None, warnings: list[str]) -> _State:
+           on_checkpoint_error: CheckpointErrorCallback | None, warnings: list[str]) -> LoopState:
     """Fresh state, or the checkpoint's; an unusable checkpoint is quarantined and training starts over."""
     total = r.spec.epochs * r.steps_per_epoch
-    st = _State.fresh(r.model, r.spec, total)
+    st = LoopState.fresh(r.model, r.spec, total)
     if checkpoint_path is None:
         return st
-    initial = (_cpu_state(r.model), _rng_state(r.device))
+    initial = (cpu_state(r.model), rng_state(r.device))
     try:
         ck = load_checkpoint(checkpoint_path)
         if ck is not None:
@@ -276,12 +182,12 @@ def _start(r: _Run, fingerprint: str, checkpoint_path: str | Path | None,
             if on_checkpoint_error is not None:
                 on_checkpoint_error(reason)
             quarantine(checkpoint_path)
-        _unwrap(r.model).load_state_dict(initial[0])
-        _set_rng_state(initial[1], r.device)
-        return _State.fresh(r.model, r.spec, total)
+        unwrap(r.model).load_state_dict(initial[0])
+        set_rng_state(initial[1], r.device)
+        return LoopState.fresh(r.model, r.spec, total)
 
 
-def _train_epoch(r: _Run, st: _State, epoch: int, params: list[nn.Parameter],
+def _train_epoch(r: _Run, st: LoopState, epoch: int, params: list[nn.Parameter],
                  progress: ProgressCallback | None) -> tuple[float, float, float]:
     """One pass over the (sharded) training split: (mean train loss, rows seen, seconds)."""
     spec, device, model, n = r.spec, r.device, r.model, len(r.train)
@@ -387,7 +293,7 @@ def fit(model: nn.Module, train: TensorSet, val: TensorSet, spec: TrainingSpec, 
             raise TrainingStopped(f"training stopped on request after epoch {epoch} of {spec.epochs}"
                                   + ("; the checkpoint allows a resume" if checkpoint_path else ""))
     if st.best_state is not None:
-        _unwrap(model).load_state_dict(st.best_state)
+        unwrap(model).load_state_dict(st.best_state)
     return FitResult(history=st.history, best_epoch=st.best_epoch, epochs_run=len(st.history),
                      resumed_from=resumed_from, stopped_early=len(st.history) < spec.epochs, warnings=warnings)
 
@@ -425,7 +331,7 @@ def _diverged(value: float, epoch: int, spec: TrainingSpec, what: str = "trainin
 
 def predict(model: nn.Module, inputs: Sequence[Tensor], device: torch.device, *, batch_size: int = 8192) -> Tensor:
     """Raw network outputs (logits or standardized values) in full precision, on CPU."""
-    net = _unwrap(model).to(device)
+    net = unwrap(model).to(device)
     net.eval()
     n = int(inputs[0].shape[0])
     outs = []
