@@ -52,7 +52,7 @@ class TrainingSpec(BaseModel):
     search_trials: Annotated[int, Field(ge=0, le=100)] | Literal["auto"] = Field(
         D.AUTO, description="Trials of the automatic search run when the first candidate does not "
         "beat the baselines on validation; auto: trainer.defaults.SEARCH_TRIALS when epochs, batch_size and lr "
-        "are all auto, else 0.")
+        "are all auto, else 0 (and 0 in a search's trials, which do not register a model).")
     seed: int = Field(0, ge=0, lt=2**31)
     val_fraction: float = Field(0.15, gt=0.0, lt=1.0)
     test_fraction: float = Field(0.15, gt=0.0, lt=1.0)
@@ -87,7 +87,7 @@ class TrainingSpec(BaseModel):
         if self.early_stopping_patience == D.AUTO:
             update["early_stopping_patience"] = b["early_stopping_patience"]
         if self.search_trials == D.AUTO:
-            update["search_trials"] = D.SEARCH_TRIALS if untouched else 0
+            update["search_trials"] = D.SEARCH_TRIALS if untouched and self.register_model else 0  # not in trials
         return self.model_copy(update=update)
 
     @classmethod
