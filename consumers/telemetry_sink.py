@@ -50,7 +50,7 @@ from infra.faults import maybe_fault
 from infra.kafka.config import admin_config, consumer_config
 from infra.signals import on_stop_signals
 from infra.kafka.dlq import send_to_dlq
-from infra.kafka.edge import UNDECODABLE, Edge, Refused
+from infra.kafka.edge import Edge, refusal_reason
 from infra.kafka.envelope import headers_dict
 from infra.kafka.producer import EventProducer, make_codec
 from infra.kafka.topics import INFERENCE_TELEMETRY
@@ -249,7 +249,7 @@ class TelemetrySink:
 
     # -- the batch --------------------------------------------------------------
     def _frame(self, value: bytes | None) -> tuple[EventSchema, int]:
-        """Writer schema and header length of one message; Refused (with its DLQ reason) otherwise."""
+        """Writer schema and header length of one message; SerializationError (see ``refusal_reason``) otherwise."""
         if value is not None and value[:2] == SINGLE_OBJECT_MAGIC and len(value) > HEADER_LEN:
             schema = self._known.get(value[2:HEADER_LEN])   # the hot path: one dict lookup
             if schema is not None:
@@ -257,7 +257,7 @@ class TelemetrySink:
         schema, legacy = self.edge.framing(self.topic, value)
         hlen = HEADER_LEN if value[:2] == SINGLE_OBJECT_MAGIC else 5
         if len(value) <= hlen:
-            raise Refused(UNDECODABLE, f"{EVENT}: no body after the framing header")
+            raise SerializationError(f"{EVENT}: no body after the framing header")
         self.stats.legacy_framing += legacy
         return schema, hlen
 
@@ -290,8 +290,8 @@ class TelemetrySink:
         for m in batch:
             try:
                 schema, hlen = self._frame(m.value())
-            except Refused as exc:
-                self._dead(m, exc.reason, exc)
+            except SerializationError as exc:
+                self._dead(m, refusal_reason(exc), exc)
                 continue
             if runs and runs[-1][0] is schema:
                 runs[-1][2].append(m)

@@ -33,11 +33,11 @@ from infra.kafka.config import consumer_config
 from infra.kafka.idempotency import ProcessedLog
 from infra.signals import on_stop_signals
 from infra.kafka.dlq import send_to_dlq
-from infra.kafka.edge import Edge, Refused
+from infra.kafka.edge import Edge, refusal_reason
 from infra.kafka.envelope import Envelope, headers_dict
 from infra.kafka.producer import EventProducer, make_codec
 from infra.settings import Settings
-from schemas.codec import AvroCodec
+from schemas.codec import AvroCodec, SerializationError
 
 log = logging.getLogger("modelbus.kafka.consumer")
 
@@ -238,8 +238,8 @@ class ConsumerRunner:
             env = self.edge.envelope(topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
                                      key=msg.key(), value=msg.value(), timestamp_ms=msg.timestamp()[1],
                                      headers=raw_headers)
-        except Refused as exc:
-            self._dead_letter(msg, exc.reason, exc, raw_headers)
+        except SerializationError as exc:
+            self._dead_letter(msg, refusal_reason(exc), exc, raw_headers)
             return
         self.stats.legacy_framing += env.legacy_framing
         if self.processed is not None and (env.event_id in self._done_ids or self.processed.seen(env.event_id)):

@@ -5,7 +5,7 @@ sink, the TopicReader) decodes here, so one rule decides what a topic may
 carry: the event types the topic catalogue lists for it (``topics.py``),
 narrowed to those the consumer handles. A schema-valid event of another type
 (a DriftDetected produced onto ``training.requested``) is refused as
-``unexpected_type`` and never reaches a handler or a table. Topics outside the
+``unexpected_type`` (``UnexpectedType``) and never reaches a handler or a table. Topics outside the
 catalogue (a test's scratch topic) carry whatever the consumer expects, or any
 known event when it names none.
 """
@@ -24,12 +24,13 @@ UNDECODABLE = "undecodable"
 UNEXPECTED_TYPE = "unexpected_type"
 
 
-class Refused(SerializationError):
-    """An event this edge will not hand on; ``reason`` is the dead-letter reason header."""
+class UnexpectedType(SerializationError):
+    """A well-formed event of a type its topic does not carry (to this consumer)."""
 
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
+
+def refusal_reason(exc: SerializationError) -> str:
+    """The dead-letter reason of an event the edge refused."""
+    return UNEXPECTED_TYPE if isinstance(exc, UnexpectedType) else UNDECODABLE
 
 
 def catalogued_types(settings: Settings) -> dict[str, frozenset[str]]:
@@ -57,29 +58,24 @@ class Edge:
     def check(self, topic: str, event_type: str) -> None:
         allowed = self.allowed(topic)
         if allowed is not None and event_type not in allowed:
-            raise Refused(UNEXPECTED_TYPE, f"{event_type} is not an event this consumer takes from {topic} "
+            raise UnexpectedType(f"{event_type} is not an event this consumer takes from {topic} "
                                            f"(expected {', '.join(sorted(allowed)) or 'none'})")
 
     def framing(self, topic: str, data: bytes) -> tuple[EventSchema, bool]:
         """Writer schema and legacy flag of a message, without decoding its body (the telemetry sink)."""
-        try:
-            schema, legacy = self.codec.framing_of(data)
-        except SerializationError as exc:
-            raise Refused(UNDECODABLE, str(exc)) from exc
+        schema, legacy = self.codec.framing_of(data)
         self.check(topic, schema.name)
         return schema, legacy
 
     def decode(self, topic: str, data: bytes) -> Decoded:
-        try:
-            decoded = self.codec.decode(data)
-        except SerializationError as exc:
-            raise Refused(UNDECODABLE, str(exc)) from exc
+        """The decoded event; SerializationError (UnexpectedType for a type the topic does not carry)."""
+        decoded = self.codec.decode(data)
         self.check(topic, decoded.event_type)
         return decoded
 
     def envelope(self, *, topic: str, partition: int, offset: int, key: bytes | str | None, value: bytes,
                  timestamp_ms: int, headers: dict[str, bytes]) -> Envelope:
-        """The envelope handlers see; raises Refused."""
+        """The envelope handlers see; raises SerializationError as ``decode`` does."""
         decoded = self.decode(topic, value)
         return Envelope(
             key=key.decode("utf-8", "replace") if isinstance(key, (bytes, bytearray)) else key,

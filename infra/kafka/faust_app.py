@@ -20,10 +20,11 @@ import faust
 from infra.errors import PoisonEvent
 from infra.kafka.cloudevents import event_headers
 from infra.kafka.dlq import send_to_dlq
-from infra.kafka.edge import Edge, Refused
+from infra.kafka.edge import Edge, refusal_reason
 from infra.kafka.envelope import Envelope, headers_dict
 from infra.kafka.producer import EventProducer, make_codec
 from infra.settings import Settings
+from schemas.codec import SerializationError
 
 log = logging.getLogger("modelbus.faust")
 
@@ -104,8 +105,8 @@ class EdgeDecoder:
             env = self.edge.envelope(topic=msg.topic, partition=msg.partition, offset=msg.offset, key=msg.key,
                                      value=value, timestamp_ms=int((msg.timestamp or 0) * 1000),
                                      headers=headers_dict(list(msg.headers or [])))
-        except Refused as exc:
-            self.dead_letter(event, exc.reason, exc)
+        except SerializationError as exc:
+            self.dead_letter(event, refusal_reason(exc), exc)
             return None
         self.legacy_framing += env.legacy_framing
         return env

@@ -17,11 +17,11 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from infra.errors import ModelBusError
 from infra.kafka.config import consumer_config
-from infra.kafka.edge import Edge, Refused
+from infra.kafka.edge import Edge
 from infra.kafka.envelope import Envelope, headers_dict
 from infra.kafka.producer import make_codec
 from infra.settings import Settings
-from schemas.codec import AvroCodec
+from schemas.codec import AvroCodec, SerializationError
 
 
 class TopicReader:
@@ -56,7 +56,7 @@ class TopicReader:
                 out.append(self.edge.envelope(topic=m.topic(), partition=m.partition(), offset=m.offset(),
                                               key=m.key(), value=m.value(), timestamp_ms=m.timestamp()[1],
                                               headers=headers_dict(m.headers())))
-            except Refused:
+            except SerializationError:
                 self.skipped += 1
         return out
 
