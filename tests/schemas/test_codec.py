@@ -10,38 +10,12 @@ import avro.errors
 import avro.io
 import avro.schema
 import pytest
-from fastavro.utils import generate_many
 
 from schemas import EVENTS, AvroCodec, SerializationError, catalog
 from schemas.codec import SINGLE_OBJECT_MAGIC
-
-
-def _normalize(v):
-    """fastavro decodes logical types (uuid → UUID, timestamp-micros → datetime); compare on the wire form."""
-    import datetime as dt
-
-    if isinstance(v, dict):
-        return {k: _normalize(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_normalize(x) for x in v]
-    if isinstance(v, uuid.UUID):
-        return str(v)
-    if isinstance(v, dt.datetime):
-        return (v - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(microseconds=1)
-    return v
-
-
-def _sample(name: str, n: int = 5):
-    """Random records valid for the schema, with a real uuid (generate_many makes arbitrary strings)."""
-    out = []
-    for rec in generate_many(catalog().get(name).expanded, n):
-        rec["header"]["event_id"] = str(uuid.uuid4())
-        rec["header"]["event_time"] = abs(rec["header"]["event_time"]) % (2**50)
-        for k, v in list(rec.items()):
-            if k in ("received_at", "completed_at", "window_start", "window_end"):
-                rec[k] = abs(v) % (2**50)
-        out.append(rec)
-    return out
+from tests.event_samples import apache_schema, apache_single_object
+from tests.event_samples import normalize as _normalize
+from tests.event_samples import samples as _sample
 
 
 @pytest.mark.parametrize("name", EVENTS)
@@ -56,28 +30,12 @@ def test_every_event_round_trips(name):
         assert _normalize(decoded.value) == _normalize(rec)
 
 
-def _apache_schema(name: str) -> avro.schema.Schema:
-    """The Apache library's own parse of an event schema, logical types left out: its Python canonical form
-    keeps {"type":"string","logicalType":...} where the spec (and Java, and fastavro) reduce it to "string",
-    so without them its fingerprint is the spec's. The wire bytes are the same either way."""
-    def strip(o):
-        if isinstance(o, dict):
-            return {k: strip(v) for k, v in o.items() if k != "logicalType"}
-        return [strip(v) for v in o] if isinstance(o, list) else o
-
-    return avro.schema.parse(json.dumps(strip(catalog().get(name).expanded)))
-
-
 @pytest.mark.parametrize("name", EVENTS)
 def test_decodes_events_apache_avro_wrote_by_the_spec(name):
     """Interoperability: framed by hand from the spec (C3 01 + the Apache library's own fingerprint, whose
     bytes it returns little-endian) around a body written by the Apache library's binary encoder."""
-    schema = avro.schema.parse(json.dumps(catalog().get(name).expanded))
     rec = _sample(name, 1)[0]
-    buf = io.BytesIO()
-    avro.io.DatumWriter(schema).write(_for_apache(rec), avro.io.BinaryEncoder(buf))
-    framed = SINGLE_OBJECT_MAGIC + _apache_schema(name).fingerprint("CRC-64-AVRO") + buf.getvalue()
-    decoded = AvroCodec().decode(framed)
+    decoded = AvroCodec().decode(apache_single_object(name, rec))
     assert decoded.event_type == name and not decoded.legacy_framing
     assert _normalize(decoded.value) == _normalize(rec)
 
@@ -110,25 +68,11 @@ def test_apache_avro_decodes_what_modelbus_writes_from_the_published_avsc_alone(
     rec = _sample(name, 1)[0]
     data = AvroCodec().encode(name, rec)
     assert data[:2] == SINGLE_OBJECT_MAGIC
-    assert data[2:10] == _apache_schema(name).fingerprint("CRC-64-AVRO")   # the spec's byte order
+    assert data[2:10] == apache_schema(name).fingerprint("CRC-64-AVRO")   # the spec's byte order
     body = io.BytesIO(data[10:])
     value = avro.io.DatumReader(schema).read(avro.io.BinaryDecoder(body))
     assert body.tell() == len(data) - 10
     assert _normalize(value) == _normalize(rec)
-
-
-def _for_apache(rec):
-    """The Apache library validates logical types itself: give it datetimes for timestamp-micros."""
-    import datetime as dt
-
-    def conv(k, v):
-        if k in ("event_time", "received_at", "completed_at", "window_start", "window_end") and isinstance(v, int):
-            return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=v)
-        if isinstance(v, dict):
-            return {kk: conv(kk, vv) for kk, vv in v.items()}
-        return v
-
-    return {k: conv(k, v) for k, v in rec.items()}
 
 
 def test_fingerprint_is_crc64_of_the_spec_canonical_form():

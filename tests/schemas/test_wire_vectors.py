@@ -12,6 +12,7 @@ from schemas.catalog import fingerprint_of
 from schemas.codec import SINGLE_OBJECT_MAGIC
 from schemas.events import new_header
 from schemas.vectors import vectors
+from tests.event_samples import legacy_framed
 
 
 def test_the_avro_specs_own_vector():
@@ -53,12 +54,6 @@ def _drift() -> dict:
     return {"header": new_header("tests"), "model_name": "m", "model_version": 1, "feature": "f",
             "window_start": 1, "window_end": 2, "psi": 0.5, "test": "ks", "statistic": 0.1, "p_value": 0.5,
             "psi_threshold": 0.2, "p_value_threshold": 0.01, "sample_size": 10}
-
-
-def legacy_framed(event_type: str, record: dict) -> bytes:
-    """The bytes an older ModelBus writer put on a topic: the fingerprint's bytes reversed."""
-    data = AvroCodec().encode(event_type, record)
-    return data[:2] + data[2:10][::-1] + data[10:]
 
 
 def test_legacy_order_decodes_flagged_and_logged_once_per_schema(caplog):
