@@ -10,9 +10,9 @@ from infra.kafka import ConsumerRunner, EventProducer
 from infra.kafka import cloudevents as CE
 from infra.kafka.topics import CATALOGUE, INFERENCE_TELEMETRY, MONITORING_DRIFT, dlq_name
 from schemas import catalog
-from tests.event_samples import legacy_framed, samples
+from tests.event_samples import samples
 
-from .conftest import drift_event, read_all, wait_for
+from .conftest import read_all, wait_for
 
 
 def _event_time_us(when: str) -> int:
@@ -97,22 +97,3 @@ def test_dead_letters_are_cloudevents_that_keep_the_original_reachable(isolated_
     garbage = dead[b"\x00garbage"]
     assert garbage["content-type"] == "application/octet-stream" and "ce_originalid" not in garbage
     assert typed["ce_id"] != garbage["ce_id"]
-
-
-@pytest.mark.stack
-def test_legacy_order_events_are_handled_and_counted(isolated_settings, runner_thread):
-    s = isolated_settings
-    topic = s.topic(MONITORING_DRIFT)
-    producer = EventProducer(s, name="tests")
-    seen: list[str] = []
-    runner = ConsumerRunner(s, group_id="g-legacy", topics=[topic], handler=lambda env: seen.append(env.event_id),
-                            name="legacy")
-    events = [drift_event(i) for i in range(3)]
-    with runner_thread(runner):
-        producer.send_raw(topic, legacy_framed("DriftDetected", events[0]), b"m")   # already on the topic
-        producer.send(topic, "DriftDetected", events[1], key="m")
-        producer.send_raw(topic, legacy_framed("DriftDetected", events[2]), b"m")
-        producer.flush()
-        assert wait_for(lambda: len(seen) == 3)
-    assert seen == [e["header"]["event_id"] for e in events]
-    assert runner.stats.legacy_framing == 2 and runner.stats.dead_lettered == 0
