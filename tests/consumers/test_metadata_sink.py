@@ -88,3 +88,32 @@ def test_an_event_type_its_topic_does_not_carry_is_dead_lettered_and_never_store
     assert h["ce_type"] == b"modelbus.deadletter"
     assert h["ce_originaltype"] == b"modelbus.events.DriftDetected"
     assert h["ce_originalid"] == misrouted["header"]["event_id"].encode()
+
+
+def test_events_the_apache_avro_library_wrote_land_in_their_tables(sink_settings, ch):
+    """Every lifecycle event of the chain, plus a DriftDetected, single-object encoded by the Apache library
+    (framed by hand from the spec) and sent by a plain Kafka producer without headers."""
+    from confluent_kafka import Producer
+
+    from infra.kafka.config import producer_config
+    from schemas import AvroCodec
+    from tests.event_samples import apache_single_object, normalize
+
+    s = sink_settings
+    codec = AvroCodec()
+    events = [*chain(), (T.MONITORING_DRIFT, "DriftDetected", _drift("apache"))]
+    p = Producer(producer_config(s.kafka))
+    for topic, event_type, value in events:
+        complete = normalize(codec.decode(codec.encode(event_type, value)).value)   # schema defaults filled in
+        p.produce(s.topic(topic), apache_single_object(event_type, complete), b"churn")
+    assert p.flush(15) == 0
+
+    stats = build_runner(s, ch, group_id="meta-apache").run(idle_timeout=4.0)
+
+    assert stats.processed == len(events) and stats.dead_lettered == 0
+    (row,) = ch.query_rows("SELECT * FROM v_model_lineage")
+    ds, run, reg, dep, _ = (v for _, _, v in events)
+    assert row["deployment_event_id"] == dep["header"]["event_id"]
+    assert row["model_event_id"] == reg["header"]["event_id"]
+    assert (row["dataset_version"], row["dataset_event_id"]) == ("v-123", ds["header"]["event_id"])
+    assert ch.query_rows("SELECT feature FROM drift_events") == [{"feature": "apache"}]
