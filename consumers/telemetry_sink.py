@@ -4,8 +4,8 @@ Telemetry is the one stream whose volume follows traffic, so per-event Python
 work is kept to a framing check: each message's 10-byte single-object header
 (or Confluent header) must name a known InferenceTelemetry writer schema;
 unknown framing (``undecodable``) and other event types (``unexpected_type``,
-the decode edge's rule) go to the DLQ. The Avro bodies are concatenated as they are,
-each followed by three appended fields (kafka_topic, kafka_partition,
+the decode edge's rule) go to the DLQ. The Avro bodies are concatenated as
+they are, each followed by three appended fields (kafka_topic, kafka_partition,
 kafka_offset), wrapped in one Avro object container per writer schema and
 handed to ClickHouse, which parses Avro natively (``inference_telemetry_ingest``
 → materialized view → ``inference_telemetry``).
