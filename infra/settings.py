@@ -94,6 +94,17 @@ class TritonSettings(_Section):
     )
 
 
+class ClickHouseUserSettings(_Section):
+    """One user of the embedded ClickHouse server (an entry of ``clickhouse.server_users``)."""
+
+    password: SecretStr | None = Field(None, description="The user's password (secret); unset: no password.")
+    readonly: Literal[0, 1, 2] = Field(
+        2, description="ClickHouse's readonly level of every request of the user: 1 reads only, 2 reads and "
+        "changes settings (what Grafana's ClickHouse data source needs: it sends settings such as `limit`), "
+        "0 may also write."
+    )
+
+
 class ClickHouseSettings(_Section):
     url: str | None = Field(
         None,
@@ -105,6 +116,19 @@ class ClickHouseSettings(_Section):
     chdb_path: str = Field("", description="Data directory of embedded chdb; empty: <data_dir>/chdb.")
     http_port: int = Field(
         18123, description="Loopback port where the embedded engine's owner serves ClickHouse's HTTP interface."
+    )
+    server_users: dict[str, ClickHouseUserSettings] = Field(
+        default_factory=lambda: {"dashboard": {"readonly": 2}}, validate_default=True,
+        description="Users the embedded ClickHouse server accepts besides `user` (who reads and writes with "
+        "`password`): `{\"name\": {\"password\": \"...\", \"readonly\": 2}}`. The default read-only "
+        "`dashboard` user lets dashboards and Grafana read without being able to write.",
+    )
+    session_timeout_s: int = Field(
+        60, ge=1, description="Idle seconds after which an embedded ClickHouse session (`session_id`) and its "
+        "temporary tables expire, unless the request gives `session_timeout`."
+    )
+    max_session_timeout_s: int = Field(
+        3600, ge=1, description="Largest `session_timeout` a client may ask the embedded ClickHouse server for."
     )
     telemetry_ttl_days: int = Field(30, ge=1, description="Retention of raw inference telemetry rows.")
     metadata_ttl_days: int = Field(3650, ge=1, description="Retention of lifecycle metadata rows.")
