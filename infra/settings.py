@@ -87,10 +87,12 @@ class TritonSettings(_Section):
     server_binary: str = Field("", description="tritonserver binary; empty: the one bundled in nvidia-pytriton.")
     telemetry: bool = Field(True, description="Emit one InferenceTelemetry event per request from the served model.")
     telemetry_buffer: int = Field(10000, ge=1, description="Bound of the in-model telemetry buffer; overflow is counted.")
-    nan_policy: Literal["reject", "impute"] = Field(
-        "reject",
-        description="NaN in a numeric input: 'reject' answers INVALID_ARGUMENT; 'impute' lets the model map it to "
-        "the training mean (the artifact contract's missing-value handling). Infinite values are always rejected.",
+    nan_policy: Literal["auto", "reject", "impute"] = Field(
+        "auto",
+        description="NaN in a numeric input: 'auto' lets the model impute it (training-split mean) in the inputs "
+        "it was trained with nulls in (signature 'missing': 'impute') and answers INVALID_ARGUMENT elsewhere; "
+        "'reject' (strict) always answers INVALID_ARGUMENT; 'impute' always imputes. Infinite values are always "
+        "rejected.",
     )
 
 
