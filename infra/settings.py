@@ -59,6 +59,11 @@ class KafkaSettings(_Section):
     max_poll_interval_ms: int = Field(
         300000, ge=10000, description="Longest gap between polls before the group evicts a consumer."
     )
+    max_message_bytes: int = Field(
+        1_000_000, ge=10_000,
+        description="Largest Kafka record ModelBus sends: producers refuse bigger events; consumers dead-letter "
+        "bigger records they meet (truncated to fit). Keep it at or below the broker's message.max.bytes.",
+    )
     extra: dict[str, str] = Field(
         default_factory=dict, description="Extra librdkafka properties passed through verbatim."
     )

@@ -10,7 +10,8 @@ Outcome of a handler, per event:
 
 * returns            → done
 * ``SkipEvent``      → done (nothing to do)
-* ``PoisonEvent`` / undecodable bytes → ``<topic>.dlq`` with error headers, done
+* ``PoisonEvent`` / undecodable bytes / a record over ``kafka.max_message_bytes`` (``oversized``, never
+  handed to the handler) → ``<topic>.dlq`` with error headers, the value cut to fit (``size.py``), done
 * ``FatalError``     → stop without committing that event; ``run`` raises it
 * anything else      → retried with backoff; after ``max_attempts`` → DLQ
 """
@@ -27,13 +28,14 @@ from typing import Any, Callable, Iterable
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
-from infra.errors import DeliveryError, FatalError, PoisonEvent, SkipEvent
+from infra.errors import DeliveryError, EventTooLarge, FatalError, PoisonEvent, SkipEvent
 from infra.kafka.config import consumer_config
 from infra.kafka.idempotency import ProcessedLog
 from infra.signals import on_stop_signals
 from infra.kafka.dlq import send_to_dlq
 from infra.kafka.envelope import Envelope, headers_dict
 from infra.kafka.producer import EventProducer, make_codec
+from infra.kafka.size import oversized
 from infra.settings import Settings
 from schemas.codec import AvroCodec, SerializationError
 
@@ -231,6 +233,10 @@ class ConsumerRunner:
 
     def _handle(self, msg) -> None:
         raw_headers = headers_dict(msg.headers())
+        too_big = oversized(msg.value(), msg.key(), raw_headers, self.settings.kafka.max_message_bytes)
+        if too_big is not None:
+            self._dead_letter(msg, "oversized", EventTooLarge(too_big), raw_headers)
+            return
         try:
             decoded = self.codec.decode(msg.value())
             if self.expected_types is not None and decoded.event_type not in self.expected_types:

@@ -17,10 +17,11 @@ from typing import Any, AsyncIterator
 
 import faust
 
-from infra.errors import PoisonEvent
+from infra.errors import EventTooLarge, PoisonEvent
 from infra.kafka.dlq import send_to_dlq
 from infra.kafka.envelope import Envelope, headers_dict
 from infra.kafka.producer import EventProducer, make_codec
+from infra.kafka.size import oversized
 from infra.settings import Settings
 from schemas.codec import SerializationError
 
@@ -94,10 +95,15 @@ class EdgeDecoder:
         self.producer = producer or EventProducer(settings, name=f"{group}.dlq", codec=self.codec)
         self.expected_types = expected_types
         self.dead_lettered = 0
+        self.max_bytes = settings.kafka.max_message_bytes
 
     def decode(self, event: faust.EventT) -> Envelope | None:
         msg = event.message
         value = event.value if isinstance(event.value, (bytes, bytearray)) else msg.value
+        too_big = oversized(value, msg.key if isinstance(msg.key, bytes) else None, None, self.max_bytes)
+        if too_big is not None:
+            self.dead_letter(event, "oversized", EventTooLarge(too_big))
+            return None
         try:
             decoded = self.codec.decode(value)
             if self.expected_types and decoded.event_type not in self.expected_types:

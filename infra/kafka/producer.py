@@ -30,6 +30,7 @@ from typing import Any, Callable
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from infra.errors import DeliveryError
+from infra.kafka import size
 from infra.kafka.config import producer_config
 from infra.settings import Settings
 from schemas.codec import AvroCodec, Serializer
@@ -118,13 +119,14 @@ class EventProducer:
 
     def send(self, topic: str, event_type: str, value: dict[str, Any], key: str | bytes | None = None,
              headers: dict[str, bytes] | None = None, on_delivery: Callable | None = None) -> None:
-        """Queue one event; delivery errors surface on the next ``flush``."""
+        """Queue one event; delivery errors surface on the next ``flush``; EventTooLarge over the size limit."""
         self.send_raw(topic, self.serializer(event_type)(value), key, headers, on_delivery)
 
     def send_raw(self, topic: str, data: bytes, key: str | bytes | None = None,
                  headers: dict[str, bytes] | None = None, on_delivery: Callable | None = None) -> None:
         cb = functools.partial(self._report, on_delivery, time.monotonic())
         k = key.encode() if isinstance(key, str) else key
+        size.check(topic, data, k, headers, self.settings.kafka.max_message_bytes)
         if self._outage or self._renew_reason is not None:
             self._heal()
         while True:
