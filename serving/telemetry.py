@@ -18,6 +18,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
+from infra.kafka.renewal import PURGED, session_rejected
 from infra.kafka.topics import INFERENCE_TELEMETRY
 from infra.settings import Settings
 from schemas.events import new_header
@@ -72,8 +73,10 @@ class TelemetryEmitter:
     compete with the request for the GIL); the served model also shortens the
     interpreter's switch interval so a request never waits long behind a drain.
     A full buffer (or a full librdkafka queue) counts the event as dropped.
+    A producer fenced after a long stall is replaced and the events it was
+    refused are sent again on the new one (``renewals`` counts replacements).
     Counters: accepted, dropped, sent, delivered, failed, invalid (refused by
-    the schema or by its builder).
+    the schema or by its builder), renewals.
     """
 
     def __init__(self, settings: Settings, name: str, *, producer: Any | None = None,
@@ -91,7 +94,10 @@ class TelemetryEmitter:
         self.stats_path = stats_path
         self.report_every_s = report_every_s
         self.drain_interval_s = drain_interval_s
-        self.counts = {"accepted": 0, "dropped": 0, "sent": 0, "failed": 0, "invalid": 0}
+        self.counts = {"accepted": 0, "dropped": 0, "sent": 0, "failed": 0, "invalid": 0, "renewals": 0}
+        self._owed: deque = deque()        # refused for a dead producer session: resent on the next producer
+        self._renew: str | None = None     # why the producer must be replaced (set by delivery callbacks)
+        self._renewing = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -124,11 +130,40 @@ class TelemetryEmitter:
 
             self._serialize = make_codec(self.settings).serializer("InferenceTelemetry")
 
-    def _on_delivery(self, err, _msg) -> None:
+    def _on_delivery(self, err, msg) -> None:
         # Only failures are reported (delivery.report.only.error): no Python callback per event.
-        if err is not None:
-            with self._lock:
-                self.counts["failed"] += 1
+        if err is None:
+            return
+        if session_rejected(err) or (self._renewing and err.code() in PURGED):
+            # Fenced after a stall: the broker stored nothing. Resend on a new producer (renewal.py).
+            self._owed.append(msg)
+            self._renew = self._renew or err.str()
+            return
+        with self._lock:
+            self.counts["failed"] += 1
+
+    def _renew_producer(self) -> None:
+        """Replace a fenced producer and send what it still owed (its queue too) on the new one."""
+        reason, self._renew = self._renew, None
+        old, self._producer = self._producer, self._producer_factory(self.settings)
+        self._renewing = True
+        try:
+            old.purge()
+            old.poll(0)   # the purged events come back through _on_delivery into _owed
+        finally:
+            self._renewing = False
+        with self._lock:
+            self.counts["renewals"] += 1
+        log.warning("telemetry %s: replaced the Kafka producer (%s); resending %d event(s)", self.name, reason,
+                    len(self._owed))
+        while self._owed:
+            msg = self._owed.popleft()
+            try:
+                self._producer.produce(msg.topic(), msg.value(), msg.key(), on_delivery=self._on_delivery)
+            except BufferError:
+                with self._lock:
+                    self.counts["dropped"] += 1
+                    self.counts["sent"] -= 1
 
     def _send(self, item: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
         try:
@@ -149,6 +184,8 @@ class TelemetryEmitter:
             self.counts["sent"] += 1
 
     def _drain(self) -> None:
+        if self._renew is not None:
+            self._renew_producer()
         while self._buffer:
             self._send(self._buffer.popleft())
         self._producer.poll(0)
@@ -218,7 +255,7 @@ class TelemetryEmitter:
         return self.report()
 
 
-def make_telemetry_producer(settings: Settings):
+def make_telemetry_producer(settings: Settings, **overrides: Any):
     """A throughput-oriented producer that never writes one event twice.
 
     Telemetry is best effort (a full buffer drops and counts), but what it does
@@ -237,4 +274,5 @@ def make_telemetry_producer(settings: Settings):
         "message.timeout.ms": 30000,
         "delivery.report.only.error": True,
         "logger": logging.getLogger("modelbus.serving.telemetry.kafka"),  # librdkafka logs via logging, not stderr
+        **overrides,
     }))
