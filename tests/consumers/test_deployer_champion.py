@@ -8,6 +8,7 @@ deployed. The deployer used to gate the next candidate against "no champion" and
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import pytest
@@ -18,6 +19,8 @@ from infra.clickhouse.migrate import migrate
 from infra.kafka import EventProducer
 from infra.kafka.admin import ensure_topics
 from infra.kafka.topics import MODELS_DEPLOYED, MODELS_REGISTERED, MODELS_REJECTED
+from infra.stack.process import free_port
+from infra.stack.supervisor import Stack
 
 from .test_deployer import DeployerProcess, TopicLog, candidate, deployer_settings, serves, wait_until  # noqa: F401
 
@@ -83,3 +86,53 @@ def test_champion_is_rebuilt_from_triton_and_clickhouse_when_the_changelog_is_go
         proc.stop()
         rejected.close()
         deployed.close()
+
+
+class BrokerOnly(Stack):
+    """The real supervisor, limited to its broker part (the session's Triton and ClickHouse serve the rest)."""
+
+    @property
+    def parts(self) -> list:
+        return [self.kafka]
+
+
+def test_deployer_survives_a_broker_restart_and_keeps_its_champion(with_clickhouse, publish_model, model_client,
+                                                                    tmp_path):
+    base, store = with_clickhouse
+    s = base.with_overrides(stack={"data_dir": str(tmp_path / "data"), "kafka_port": free_port()},
+                            kafka={"session_timeout_ms": 2000, "heartbeat_interval_ms": 500})
+    stack = BrokerOnly(s)
+    stack.up()
+    s = s.with_overrides(kafka={"bootstrap_servers": stack.settings.kafka.bootstrap_servers})   # Triton: the session's
+    name = f"restart-{uuid.uuid4().hex[:6]}"
+    proc = DeployerProcess(s, tmp_path / "deployer.log")
+    sink, sink_thread = _sink(s, store)
+    try:
+        proc.start()
+        EventProducer(s, name="tests").publish(s.topic(MODELS_REGISTERED), "ModelRegistered",
+                                               candidate(publish_model, name, 1, 0.80), key=name)
+        deployed = TopicLog(s, MODELS_DEPLOYED)
+        deployed.wait(lambda vs: [v["model_version"] for v in vs] == [1], why="v1 deployed")
+        deployed.close()
+        wait_until(lambda: store.query_rows("SELECT count() AS n FROM deployments WHERE model_name = {n:String}",
+                                            {"n": name})[0]["n"] == 1, 30, "v1's deployment stored")
+
+        stack.kafka.stop()        # the broker goes away with every topic, changelog and offset
+        time.sleep(5)
+        stack.up()                # same port, empty broker, catalogue created again
+        time.sleep(10)            # faust rebalances and recovers its tables from the new, empty changelogs
+        assert proc.proc.poll() is None, f"deployer exited:\n{proc.log()}"
+
+        EventProducer(s, name="tests").publish(s.topic(MODELS_REGISTERED), "ModelRegistered",
+                                               candidate(publish_model, name, 2, 0.75), key=name)
+        rejected = TopicLog(s, MODELS_REJECTED)
+        rej = rejected.wait(lambda vs: len(vs) >= 1, timeout=120, why="v2 rejected after the restart")[0]
+        rejected.close()
+        assert (rej["model_version"], rej["champion_version"]) == (2, 1)
+        assert serves(model_client, name, seed=1) and proc.proc.poll() is None
+        assert "ConsistencyError" not in proc.log_path.read_text()
+    finally:
+        proc.stop()
+        sink.stop()
+        sink_thread.join(30)
+        stack.down()
