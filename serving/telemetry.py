@@ -4,8 +4,9 @@ The served model hands each event (or a closure that builds it) to a bounded
 buffer and returns; a daemon thread owning a Kafka producer builds, encodes
 and sends. When Kafka is slow or down the buffer fills and further events are
 dropped and *counted* rather than slowing inference: serving traffic matters
-more than a complete telemetry record, and the counts (logged periodically and
-written to a small stats file) say exactly how incomplete it is.
+more than a complete telemetry record, and the counts (logged periodically,
+written to a small stats file, and reported per minute to ClickHouse's
+``telemetry_losses``, see telemetry_losses.py) say exactly how incomplete it is.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from infra.kafka.renewal import PURGED, session_rejected
-from infra.kafka.topics import INFERENCE_TELEMETRY
+from infra.kafka.topics import INFERENCE_TELEMETRY, SERVING_METRICS
 from infra.settings import Settings
 from schemas.events import new_header
+from serving.telemetry_losses import LossLedger, loss_report
 
 PRODUCER_NAME = "serving.triton"
 # Stable stage names: reused in the event's stage_latency_us map, logs and ClickHouse rows.
@@ -98,6 +100,8 @@ class TelemetryEmitter:
         self._owed: deque = deque()        # refused for a dead producer session: resent on the next producer
         self._renew: str | None = None     # why the producer must be replaced (set by delivery callbacks)
         self._renewing = False
+        self.losses = LossLedger()          # per-minute losses, reported to the metrics topic (telemetry_losses.py)
+        self._report_serialize: Callable[[dict[str, Any]], bytes] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -110,6 +114,7 @@ class TelemetryEmitter:
         if len(self._buffer) >= self.capacity:
             with self._lock:
                 self.counts["dropped"] += 1
+            self.losses.add("dropped")
             return False
         self._buffer.append(event)  # deque.append is atomic; no lock, no wake-up
         with self._lock:
@@ -141,6 +146,7 @@ class TelemetryEmitter:
             return
         with self._lock:
             self.counts["failed"] += 1
+        self.losses.add("failed")
 
     def _renew_producer(self) -> None:
         """Replace a fenced producer and send what it still owed (its queue too) on the new one."""
@@ -164,6 +170,7 @@ class TelemetryEmitter:
                 with self._lock:
                     self.counts["dropped"] += 1
                     self.counts["sent"] -= 1
+                self.losses.add("dropped")
 
     def _send(self, item: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
         try:
@@ -179,6 +186,7 @@ class TelemetryEmitter:
         except BufferError:
             with self._lock:
                 self.counts["dropped"] += 1
+            self.losses.add("dropped")
             return
         with self._lock:
             self.counts["sent"] += 1
@@ -205,8 +213,29 @@ class TelemetryEmitter:
                 log.exception("telemetry %s: drain failed", self.name)
             if time.monotonic() >= next_report:
                 self.report()
+                self._report_losses()
                 next_report = time.monotonic() + self.report_every_s
         self._drain()
+        self._report_losses()
+
+    def _report_losses(self) -> None:
+        """Send the per-minute loss counts as one ServerMetrics event; put them back if it is not delivered."""
+        counts = self.losses.take()
+        if not counts or self._producer is None:
+            self.losses.put_back(counts)
+            return
+        try:
+            if self._report_serialize is None:
+                from infra.kafka.producer import make_codec
+
+                self._report_serialize = make_codec(self.settings).serializer("ServerMetrics")
+            value = loss_report(self.name, counts)
+            self._producer.produce(self.settings.topic(SERVING_METRICS), self._report_serialize(value),
+                                   value["server"].encode(),
+                                   on_delivery=lambda err, _msg: self.losses.put_back(counts) if err else None)
+        except Exception as exc:  # noqa: BLE001 - a loss report must never take telemetry down
+            self.losses.put_back(counts)
+            log.warning("telemetry %s: loss report not sent: %s", self.name, exc)
 
     def _drain_as_dropped(self) -> None:
         while not self._stop.wait(self.drain_interval_s):
@@ -215,6 +244,8 @@ class TelemetryEmitter:
                 self._buffer.popleft()
             with self._lock:
                 self.counts["dropped"] += n
+            if n:
+                self.losses.add("dropped", n)
 
     def stats(self) -> dict[str, int]:
         """Counters; ``delivered`` = sent, minus failed, minus still in the producer's queue."""

@@ -1,3 +1,5 @@
+-- Migration 007: what the telemetry path skipped or lost, so SQL sees it.
+--
 -- Kafka coordinates the telemetry sink dead-lettered instead of storing.
 --
 -- The sink resumes each partition after the record it handled last, looked up in ClickHouse (it never
@@ -15,3 +17,16 @@ CREATE TABLE IF NOT EXISTS $database.telemetry_sink_skipped
 )
 ENGINE = MergeTree
 ORDER BY (kafka_topic, kafka_partition, kafka_offset);
+
+-- Telemetry lost before it reached Kafka, per emitting process and minute (serving/telemetry_losses.py):
+-- 'dropped' = not accepted or not queued (buffer full), 'failed' = queued but never acknowledged. The
+-- emitters report them as ServerMetrics samples (server 'telemetry:<process>'), stored in server_metrics.
+CREATE VIEW IF NOT EXISTS $database.telemetry_losses AS
+SELECT
+    toDateTime(toUInt32OrZero(labels['minute']), 'UTC')        AS minute,
+    labels['process']                                          AS process,
+    toUInt64(sumIf(value, name = 'modelbus_telemetry_dropped')) AS dropped,
+    toUInt64(sumIf(value, name = 'modelbus_telemetry_failed'))  AS failed
+FROM $database.server_metrics FINAL
+WHERE startsWith(server, 'telemetry:')
+GROUP BY minute, process;
