@@ -84,9 +84,10 @@ class TelemetryEmitter:
     def __init__(self, settings: Settings, name: str, *, producer: Any | None = None,
                  buffer_size: int | None = None, stats_path: Path | None = None,
                  report_every_s: float = 30.0, drain_interval_s: float = 0.02, start: bool = True,
-                 producer_factory: Callable[[Settings], Any] | None = None):
+                 producer_factory: Callable[[Settings], Any] | None = None, model_name: str = ""):
         self.settings = settings
         self.name = name
+        self.model_name = model_name   # names the model in loss reports (the dashboard filters on it)
         self.topic = settings.topic(INFERENCE_TELEMETRY)
         self.capacity = buffer_size or settings.triton.telemetry_buffer
         self._buffer: deque = deque()
@@ -229,7 +230,7 @@ class TelemetryEmitter:
                 from infra.kafka.producer import make_codec
 
                 self._report_serialize = make_codec(self.settings).serializer("ServerMetrics")
-            value = loss_report(self.name, counts)
+            value = loss_report(self.name, counts, self.model_name)
             self._producer.produce(self.settings.topic(SERVING_METRICS), self._report_serialize(value),
                                    value["server"].encode(),
                                    on_delivery=lambda err, _msg: self.losses.put_back(counts) if err else None)

@@ -23,10 +23,11 @@ ORDER BY (kafka_topic, kafka_partition, kafka_offset);
 -- emitters report them as ServerMetrics samples (server 'telemetry:<process>'), stored in server_metrics.
 CREATE VIEW IF NOT EXISTS $database.telemetry_losses AS
 SELECT
-    toDateTime(toUInt32OrZero(labels['minute']), 'UTC')        AS minute,
+    toDateTime64(toUInt32OrZero(labels['minute']), 0, 'UTC')   AS minute,
     labels['process']                                          AS process,
+    labels['model']                                            AS model_name,
     toUInt64(sumIf(value, name = 'modelbus_telemetry_dropped')) AS dropped,
     toUInt64(sumIf(value, name = 'modelbus_telemetry_failed'))  AS failed
 FROM $database.server_metrics FINAL
 WHERE startsWith(server, 'telemetry:')
-GROUP BY minute, process;
+GROUP BY minute, process, model_name;
