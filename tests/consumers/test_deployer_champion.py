@@ -22,7 +22,7 @@ from infra.kafka.topics import MODELS_DEPLOYED, MODELS_REGISTERED, MODELS_REJECT
 from infra.stack.process import free_port
 from infra.stack.supervisor import Stack
 
-from .test_deployer import DeployerProcess, TopicLog, candidate, deployer_settings, serves, wait_until  # noqa: F401
+from .test_deployer import DeployerProcess, TopicLog, candidate, serves, wait_until
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
