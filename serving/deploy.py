@@ -27,7 +27,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from infra.settings import Settings
-from infra.storage import ArtifactStore, StorageError
+from infra.storage import ArtifactStore, StorageError, StorageUnavailable
 from infra.storage.factory import store_from_settings
 from serving.artifact import SAMPLE_INPUT, SAMPLE_OUTPUT, ArtifactError, fetch_artifact, verify_checksum
 from serving.client import ModelClient
@@ -119,6 +119,8 @@ class Deployer:
                         "event_id": str((registered.get("header") or {}).get("event_id", "")),
                         "deployed_at": time.time()}
                 self.repo.place_version(name, version, artifact, meta)
+            except StorageUnavailable:   # a store outage is no verdict on the candidate: the deployer retries
+                raise
             except (ArtifactError, SignatureError, RepositoryError, StorageError) as exc:
                 return result(False, STAGE_ARTIFACT, str(exc), previous_version=previous, serving_version=previous)
         failure = self._switch(name, version, artifact.signature, prev_config, previous)

@@ -16,12 +16,12 @@ from confluent_kafka import Consumer, TopicPartition
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from consumers.training.events import RETRY_NOTE
 from infra.errors import ModelBusError
 from infra.kafka import topics as T
 from infra.kafka.config import consumer_config
 from infra.settings import Settings
 from schemas.codec import AvroCodec, SerializationError
+from schemas.events import will_be_retried
 
 
 class FollowTimeout(ModelBusError):
@@ -129,7 +129,7 @@ def follow(follower: Follower, console: Console, *, request_id: str, search_id: 
             elif status == "epoch":
                 progress.update(bar, completed=v["epoch"], description=_epoch_text(v, epochs_total))
             elif status == "failed":
-                if (v.get("failure_reason") or "").startswith(RETRY_NOTE):
+                if will_be_retried(v):
                     progress.console.print(f"[yellow]attempt {v['attempt']} failed, retrying:[/] {v['failure_reason']}")
                     continue
                 progress.console.print(f"[red]run {v['run_id']} failed:[/] {v['failure_reason']}")
