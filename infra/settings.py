@@ -126,6 +126,13 @@ class StackSettings(_Section):
     data_dir: str = Field("var/modelbus", description="Where the embedded stack keeps data, logs and pid files.")
     host: str = Field("127.0.0.1", description="Address the embedded stack binds; loopback by default.")
     kafka_port: int = Field(19092, description="Embedded tansu broker port.")
+    kafka_storage: str = Field(
+        "memory://tansu/",
+        description="Where the embedded tansu keeps its log: memory:// (lost on every restart) or s3://<bucket>/ "
+        "(durable: topics, messages and offsets survive a restart; endpoint from artifacts.s3_endpoint_url, "
+        "credentials from the usual AWS_* variables). memory:// stays the default: on the embedded S3, s3:// "
+        "measured 0.2-0.5x the produce rate.",
+    )
     triton_grpc_port: int = Field(18001, description="Embedded Triton gRPC port.")
     triton_http_port: int = Field(18000, description="Embedded Triton HTTP port.")
     triton_metrics_port: int = Field(18002, description="Embedded Triton metrics port.")
