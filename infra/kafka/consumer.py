@@ -146,7 +146,8 @@ class ConsumerRunner:
             except DeliveryError as exc:
                 log.error("%s: %s", self.name, exc)
             self._consumer.close()   # leaves the group so partitions move at once
-            log.info("%s: stopped (%s)", self.name, self.stats)
+            log.info("%s: stopped (%s, producer renewals %d)", self.name, self.stats,
+                     getattr(self.producer, "renewals", 0))
 
     # -- rebalance callbacks (run in the polling thread) ------------------
     def _on_assign(self, consumer, partitions) -> None:
