@@ -273,8 +273,8 @@ class Deployer:
     def _smoke(self, name: str, version: int, sig: Signature) -> None:
         sample_in = self.repo.version_sample(name, version, SAMPLE_INPUT)
         expected = self.repo.version_sample(name, version, SAMPLE_OUTPUT)
-        if sample_in is not None and self.repo.options.nan_policy == "reject":
-            sample_in, expected = _complete_rows(sig, sample_in, expected)
+        if sample_in is not None:
+            sample_in, expected = _complete_rows(sig, sample_in, expected, self.repo.options.nan_policy)
         if sample_in is None:
             sample_in = {s.column: _synthetic(s) for s in sig.inputs}
             expected = None
@@ -293,11 +293,11 @@ class Deployer:
                                    f"(max abs diff {worst:.3g}, rtol {self.rtol}, atol {self.atol})")
 
 
-def _complete_rows(sig: Signature, sample: dict[str, Any], expected: dict[str, Any] | None):
-    """Drop sample rows with a missing number: the server refuses NaN under nan_policy 'reject'."""
+def _complete_rows(sig: Signature, sample: dict[str, Any], expected: dict[str, Any] | None, nan_policy: str):
+    """Drop sample rows with a missing number where the server refuses NaN under ``nan_policy``."""
     keep: np.ndarray | None = None
     for spec in sig.inputs:
-        if spec.kind != "numeric":
+        if spec.kind != "numeric" or spec.accepts_nan(nan_policy):
             continue
         values = sample.get(spec.column, sample.get(spec.name))
         if values is None:

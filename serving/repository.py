@@ -96,7 +96,7 @@ class RepositoryOptions:
     instance_count: int = 1
     keep_versions: int = 3
     telemetry: bool = True
-    nan_policy: str = "reject"
+    nan_policy: str = "auto"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "RepositoryOptions":

@@ -12,10 +12,11 @@ import time
 from confluent_kafka import KafkaException
 
 from infra.errors import EventTooLarge
+from infra.kafka.cloudevents import dead_letter_headers
 from infra.kafka.size import H_TRUNCATED, fit_dead_letter
 from infra.kafka.topics import dlq_name
 
-H_REASON = "modelbus.dlq.reason"          # 'undecodable' | 'poison' | 'retries-exhausted'
+H_REASON = "modelbus.dlq.reason"          # 'undecodable' | 'unexpected_type' | 'poison' | 'retries-exhausted'
 H_ERROR = "modelbus.dlq.error"            # the error message
 H_ERROR_TYPE = "modelbus.dlq.error_type"  # exception class name
 H_TOPIC = "modelbus.dlq.source_topic"
@@ -49,10 +50,12 @@ def dlq_headers(*, reason: str, error: BaseException | str, topic: str, partitio
 def send_to_dlq(producer, *, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
                 reason: str, error: BaseException | str, group: str,
                 original_headers: dict[str, bytes] | None = None) -> None:
-    """Queue a dead-letter record, cut to fit the size limit; the caller flushes before committing the source
-    offset."""
-    headers = dlq_headers(reason=reason, error=error, topic=topic, partition=partition, offset=offset, group=group,
-                          original=original_headers)
+    """Queue a dead-letter record, a CloudEvent of its own, cut to fit the size limit; the caller flushes before
+    committing the source offset."""
+    headers = dlq_headers(reason=reason, error=error, topic=topic, partition=partition, offset=offset,
+                          group=group, original=original_headers)
+    headers.update(dead_letter_headers(original_headers, value, group=group, topic=topic, partition=partition,
+                                       offset=offset))
     value, key, headers = fit_dead_letter(value, key, headers, producer.settings.kafka.max_message_bytes)
     try:
         producer.send_raw(dlq_name(topic), value, key, headers)
@@ -60,4 +63,4 @@ def send_to_dlq(producer, *, topic: str, partition: int, offset: int, key: bytes
         log.error("dead letter for %s[%s]@%s refused (%s); sending its coordinates without the value",
                   topic, partition, offset, exc)
         producer.send_raw(dlq_name(topic), b"", None, {**{k: v for k, v in headers.items()
-                                                         if k.startswith("modelbus.dlq.")}, H_TRUNCATED: b"true"})
+                                                         if k.startswith(("modelbus.dlq.", "ce_"))}, H_TRUNCATED: b"true"})
