@@ -50,6 +50,7 @@ import faust
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from consumers import gate_evidence
+from consumers.champion import champion_for
 from consumers.deploy_events import (DEPLOYED, PRODUCER, REJECTED, champion_record, decision_event_id, deployed_event,
                                      effective_champion, record_from_deployed, rejected_event, with_decision)
 from consumers.reconcile import STAGE_RECONCILE, reconcile, triton_live
@@ -150,6 +151,7 @@ class DeployerWorker:
         self.deployer = deployer or Deployer(settings)
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="deployer")
         self.announced: set[str] | None = None
+        self._store = None
         self._lock: asyncio.Lock | None = None
         registered = raw_topic(self.app, settings.topic(MODELS_REGISTERED), partitions=n_registered)
         deployed = raw_topic(self.app, settings.topic(MODELS_DEPLOYED), partitions=n_deployed)
@@ -163,6 +165,14 @@ class DeployerWorker:
         if self._lock is None:
             self._lock = asyncio.Lock()
         return self._lock
+
+    def clickhouse(self):
+        """The metadata store, connected on first use (only a champion rebuild needs it)."""
+        if self._store is None:
+            from infra.clickhouse import connect
+
+            self._store = connect(self.settings)
+        return self._store
 
     async def blocking(self, fn: Callable, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))
@@ -233,7 +243,8 @@ class DeployerWorker:
             attempt += 1
             try:
                 async with self.lock:   # held until the table says it: reconciliation never sees a half-made change
-                    champion = effective_champion(state, self.rollbacks.get(name))
+                    champion = await self.blocking(champion_for, self.clickhouse, self.deployer.repo, name, version,
+                                                   effective_champion(state, self.rollbacks.get(name)))
                     outcome = await self.blocking(self.decide, value, champion)
                     self.state[name] = with_decision(self.state.get(name), version, outcome.decision,
                                                      outcome.event_id, champion=outcome.champion,

@@ -15,7 +15,9 @@ Exactly-once into ClickHouse without transactions:
 * every row stores its Kafka coordinates and a batch is one insert (one block);
 * on partition assignment the sink seeks each partition to the offset of the
   row it inserted last + 1, so a crash between insert and Kafka commit replays
-  nothing; only rows stored from the current Kafka cluster count (the
+  nothing, and dead-lettered records are recorded as skipped so a restart
+  neither re-dead-letters them nor stalls behind them (``sink_skips.py``);
+  only rows stored from the current Kafka cluster count (the
   in-memory embedded broker comes back from a restart as a new cluster with
   empty topics, where old offsets would point past the end);
 * Kafka commits happen after the insert and only speed up restarts.
@@ -44,6 +46,7 @@ from confluent_kafka import OFFSET_STORED, Consumer, KafkaError, KafkaException,
 from confluent_kafka.admin import AdminClient
 
 from consumers.avro_container import ContainerWriter, avro_string, extend_schema, zigzag
+from consumers.sink_skips import Skip, last_handled, record_skips
 from infra.clickhouse.errors import ClickHouseError, is_transient
 from infra.errors import FatalError
 from infra.faults import maybe_fault
@@ -179,15 +182,10 @@ class TelemetrySink:
 
     # -- rebalances: positions come from what ClickHouse already stores ------------
     def _stored_offsets(self) -> dict[int, int]:
-        """Offset of the row inserted last, per partition (not the max: a recreated topic restarts at 0),
-        among the rows stored from the cluster we are connected to."""
+        """Offset of the record stored or dead-lettered last, per partition, among those handled from the
+        cluster we are connected to (sink_skips.py)."""
         since = self._cluster_since()
-        sql = (f"SELECT kafka_partition AS p, argMax(kafka_offset, (inserted_at, kafka_offset)) AS o "
-               f"FROM {RAW_TABLE} WHERE kafka_topic = {{t:String}}"
-               + (" AND inserted_at >= {s:DateTime64(6)}" if since is not None else "") + " GROUP BY kafka_partition")
-        params = {"t": self.topic} if since is None else {"t": self.topic, "s": since}
-        rows = self._retrying(lambda: self.store.query_rows(sql, params))
-        return {int(r["p"]): int(r["o"]) for r in rows}
+        return self._retrying(lambda: last_handled(self.store, RAW_TABLE, self.topic, since))
 
     def _cluster_since(self):
         """When the sink started storing rows from the current Kafka cluster (None: the broker names none)."""
@@ -265,10 +263,11 @@ class TelemetrySink:
         """Hand the pending batch to the insert thread (one insert in flight, so ClickHouse works while
         the next batch is polled); commit the previous batch once its insert has landed."""
         batch, self._pending = self._pending, []
-        runs = self._runs(batch) if batch else []
+        skips: list[Skip] = []
+        runs = self._runs(batch, skips) if batch else []
         self._land(sync_commit and not batch)
         if batch:
-            self._inflight = (self._pool.submit(self._store, runs), batch)
+            self._inflight = (self._pool.submit(self._store, runs, skips), batch)
             if sync_commit:
                 self._land(True)
 
@@ -284,14 +283,14 @@ class TelemetrySink:
         self.stats.consumed += len(batch)
         self._commit(batch, sync_commit)
 
-    def _runs(self, batch: list) -> list[tuple[EventSchema, int, list]]:
+    def _runs(self, batch: list, skips: list[Skip]) -> list[tuple[EventSchema, int, list]]:
         """Split a batch into runs of consecutive messages of one writer schema; unknown framing → DLQ."""
         runs: list[tuple[EventSchema, int, list]] = []
         for m in batch:
             try:
                 schema, hlen = self._frame(m.value())
             except SerializationError as exc:
-                self._dead(m, refusal_reason(exc), exc)
+                skips.append(self._dead(m, refusal_reason(exc), exc))
                 continue
             if runs and runs[-1][0] is schema:
                 runs[-1][2].append(m)
@@ -299,7 +298,7 @@ class TelemetrySink:
                 runs.append((schema, hlen, [m]))
         return runs
 
-    def _store(self, runs: list[tuple[EventSchema, int, list]]) -> None:
+    def _store(self, runs: list[tuple[EventSchema, int, list]], skips: list[Skip]) -> None:
         """Insert thread: runs in order, so per partition the stored offsets are always a prefix."""
         self.producer.flush(30)   # dead letters are durable before later offsets are stored
         for schema, hlen, msgs in runs:
@@ -310,6 +309,7 @@ class TelemetrySink:
                     raise FatalError(f"telemetry sink: ClickHouse unavailable for {self.retry_budget_s:.0f}s, "
                                      f"stopping without committing: {exc}") from exc
                 self._fallback(schema, hlen, msgs, exc)
+        self._skipped(skips)      # after the inserts: a skip recorded first could, after a crash, hide them
         maybe_fault(FAULT_AFTER_INSERT)
 
     def _body(self, hlen: int, msgs: list) -> bytes:
@@ -353,14 +353,14 @@ class TelemetrySink:
         """ClickHouse refused a block: find the bad messages, dead-letter them, store the rest."""
         self.stats.fallbacks += 1
         log.warning("telemetry sink: ClickHouse rejected a block of %d: %s; checking each message", len(msgs), error)
-        good = []
+        good, skips = [], []
         for m in msgs:
             try:
                 self.codec.decode(m.value(), expected=EVENT)
                 good.append(m)
             except SerializationError as exc:
-                self._dead(m, "undecodable", exc)
-        self.producer.flush(30)
+                skips.append(self._dead(m, "undecodable", exc))
+        self._skipped(skips)
         if not good:
             return
         try:
@@ -374,14 +374,19 @@ class TelemetrySink:
             except ClickHouseError as exc:
                 if is_transient(exc):
                     raise FatalError(f"telemetry sink: ClickHouse unavailable: {exc}") from exc
-                self._dead(m, "rejected", exc)
-                self.producer.flush(30)
+                self._skipped([self._dead(m, "rejected", exc)])
 
-    def _dead(self, m, reason: str, exc: BaseException) -> None:
+    def _dead(self, m, reason: str, exc: BaseException) -> Skip:
         send_to_dlq(self.producer, topic=m.topic(), partition=m.partition(), offset=m.offset(), key=m.key(),
                     value=m.value(), reason=reason, error=exc, group=self.group_id,
                     original_headers=headers_dict(m.headers()))
         self.stats.dead_lettered += 1
+        return m.partition(), m.offset(), reason
+
+    def _skipped(self, skips: list[Skip]) -> None:
+        """Wait for the dead letters, then record their coordinates as handled."""
+        self.producer.flush(30)
+        self._retrying(lambda: record_skips(self.store, self.topic, skips))
 
     def _commit(self, batch: list, sync: bool) -> None:
         """Commit everything stored so far (async per batch, sync on revoke/shutdown), including partitions

@@ -40,3 +40,7 @@ class FatalError(ModelBusError):
 
 class DeliveryError(ModelBusError):
     """The broker did not acknowledge one or more produced events."""
+
+
+class EventTooLarge(ModelBusError):
+    """An event is over the Kafka record size limit (kafka.max_message_bytes); it is never queued."""

@@ -95,7 +95,7 @@ class ModelBus:
         else:
             raise DatasetNotFoundError(f"no dataset named {dataset_name!r}; push it first")
         if model_name is not None:
-            check_dataset_name(model_name)
+            check_dataset_name(model_name, what="model")
             _check_model_name(model_name)
         if n_trials < 0 or (search_space is None and n_trials):
             raise ProducerError("n_trials needs a search_space (and must be >= 0)")

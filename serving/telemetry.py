@@ -4,8 +4,9 @@ The served model hands each event (or a closure that builds it) to a bounded
 buffer and returns; a daemon thread owning a Kafka producer builds, encodes
 and sends. When Kafka is slow or down the buffer fills and further events are
 dropped and *counted* rather than slowing inference: serving traffic matters
-more than a complete telemetry record, and the counts (logged periodically and
-written to a small stats file) say exactly how incomplete it is.
+more than a complete telemetry record, and the counts (logged periodically,
+written to a small stats file, and reported per minute to ClickHouse's
+``telemetry_losses``, see telemetry_losses.py) say exactly how incomplete it is.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
-from infra.kafka.topics import INFERENCE_TELEMETRY
+from infra.kafka.renewal import PURGED, session_rejected
+from infra.kafka.topics import INFERENCE_TELEMETRY, SERVING_METRICS
 from infra.settings import Settings
 from schemas.events import new_header
+from serving.telemetry_losses import LossLedger, loss_report
 
 PRODUCER_NAME = "serving.triton"
 # Stable stage names: reused in the event's stage_latency_us map, logs and ClickHouse rows.
@@ -72,16 +75,19 @@ class TelemetryEmitter:
     compete with the request for the GIL); the served model also shortens the
     interpreter's switch interval so a request never waits long behind a drain.
     A full buffer (or a full librdkafka queue) counts the event as dropped.
+    A producer fenced after a long stall is replaced and the events it was
+    refused are sent again on the new one (``renewals`` counts replacements).
     Counters: accepted, dropped, sent, delivered, failed, invalid (refused by
-    the schema or by its builder).
+    the schema or by its builder), renewals.
     """
 
     def __init__(self, settings: Settings, name: str, *, producer: Any | None = None,
                  buffer_size: int | None = None, stats_path: Path | None = None,
                  report_every_s: float = 30.0, drain_interval_s: float = 0.02, start: bool = True,
-                 producer_factory: Callable[[Settings], Any] | None = None):
+                 producer_factory: Callable[[Settings], Any] | None = None, model_name: str = ""):
         self.settings = settings
         self.name = name
+        self.model_name = model_name   # names the model in loss reports (the dashboard filters on it)
         self.topic = settings.topic(INFERENCE_TELEMETRY)
         self.capacity = buffer_size or settings.triton.telemetry_buffer
         self._buffer: deque = deque()
@@ -92,7 +98,12 @@ class TelemetryEmitter:
         self.stats_path = stats_path
         self.report_every_s = report_every_s
         self.drain_interval_s = drain_interval_s
-        self.counts = {"accepted": 0, "dropped": 0, "sent": 0, "failed": 0, "invalid": 0}
+        self.counts = {"accepted": 0, "dropped": 0, "sent": 0, "failed": 0, "invalid": 0, "renewals": 0}
+        self._owed: deque = deque()        # refused for a dead producer session: resent on the next producer
+        self._renew: str | None = None     # why the producer must be replaced (set by delivery callbacks)
+        self._renewing = False
+        self.losses = LossLedger()          # per-minute losses, reported to the metrics topic (telemetry_losses.py)
+        self._report_serialize: Callable[[dict[str, Any]], bytes] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -105,6 +116,7 @@ class TelemetryEmitter:
         if len(self._buffer) >= self.capacity:
             with self._lock:
                 self.counts["dropped"] += 1
+            self.losses.add("dropped")
             return False
         self._buffer.append(event)  # deque.append is atomic; no lock, no wake-up
         with self._lock:
@@ -129,11 +141,42 @@ class TelemetryEmitter:
             schema = codec.catalog.get("InferenceTelemetry")
             self._headers = lambda event: event_headers(schema, event)
 
-    def _on_delivery(self, err, _msg) -> None:
+    def _on_delivery(self, err, msg) -> None:
         # Only failures are reported (delivery.report.only.error): no Python callback per event.
-        if err is not None:
-            with self._lock:
-                self.counts["failed"] += 1
+        if err is None:
+            return
+        if session_rejected(err) or (self._renewing and err.code() in PURGED):
+            # Fenced after a stall: the broker stored nothing. Resend on a new producer (renewal.py).
+            self._owed.append(msg)
+            self._renew = self._renew or err.str()
+            return
+        with self._lock:
+            self.counts["failed"] += 1
+        self.losses.add("failed")
+
+    def _renew_producer(self) -> None:
+        """Replace a fenced producer and send what it still owed (its queue too) on the new one."""
+        reason, self._renew = self._renew, None
+        old, self._producer = self._producer, self._producer_factory(self.settings)
+        self._renewing = True
+        try:
+            old.purge()
+            old.poll(0)   # the purged events come back through _on_delivery into _owed
+        finally:
+            self._renewing = False
+        with self._lock:
+            self.counts["renewals"] += 1
+        log.warning("telemetry %s: replaced the Kafka producer (%s); resending %d event(s)", self.name, reason,
+                    len(self._owed))
+        while self._owed:
+            msg = self._owed.popleft()
+            try:
+                self._producer.produce(msg.topic(), msg.value(), msg.key(), on_delivery=self._on_delivery)
+            except BufferError:
+                with self._lock:
+                    self.counts["dropped"] += 1
+                    self.counts["sent"] -= 1
+                self.losses.add("dropped")
 
     def _send(self, item: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
         try:
@@ -151,11 +194,14 @@ class TelemetryEmitter:
         except BufferError:
             with self._lock:
                 self.counts["dropped"] += 1
+            self.losses.add("dropped")
             return
         with self._lock:
             self.counts["sent"] += 1
 
     def _drain(self) -> None:
+        if self._renew is not None:
+            self._renew_producer()
         while self._buffer:
             self._send(self._buffer.popleft())
         self._producer.poll(0)
@@ -175,8 +221,29 @@ class TelemetryEmitter:
                 log.exception("telemetry %s: drain failed", self.name)
             if time.monotonic() >= next_report:
                 self.report()
+                self._report_losses()
                 next_report = time.monotonic() + self.report_every_s
         self._drain()
+        self._report_losses()
+
+    def _report_losses(self) -> None:
+        """Send the per-minute loss counts as one ServerMetrics event; put them back if it is not delivered."""
+        counts = self.losses.take()
+        if not counts or self._producer is None:
+            self.losses.put_back(counts)
+            return
+        try:
+            if self._report_serialize is None:
+                from infra.kafka.producer import make_codec
+
+                self._report_serialize = make_codec(self.settings).serializer("ServerMetrics")
+            value = loss_report(self.name, counts, self.model_name)
+            self._producer.produce(self.settings.topic(SERVING_METRICS), self._report_serialize(value),
+                                   value["server"].encode(),
+                                   on_delivery=lambda err, _msg: self.losses.put_back(counts) if err else None)
+        except Exception as exc:  # noqa: BLE001 - a loss report must never take telemetry down
+            self.losses.put_back(counts)
+            log.warning("telemetry %s: loss report not sent: %s", self.name, exc)
 
     def _drain_as_dropped(self) -> None:
         while not self._stop.wait(self.drain_interval_s):
@@ -185,6 +252,8 @@ class TelemetryEmitter:
                 self._buffer.popleft()
             with self._lock:
                 self.counts["dropped"] += n
+            if n:
+                self.losses.add("dropped", n)
 
     def stats(self) -> dict[str, int]:
         """Counters; ``delivered`` = sent, minus failed, minus still in the producer's queue."""
@@ -225,7 +294,7 @@ class TelemetryEmitter:
         return self.report()
 
 
-def make_telemetry_producer(settings: Settings):
+def make_telemetry_producer(settings: Settings, **overrides: Any):
     """A throughput-oriented producer that never writes one event twice.
 
     Telemetry is best effort (a full buffer drops and counts), but what it does
@@ -244,4 +313,5 @@ def make_telemetry_producer(settings: Settings):
         "message.timeout.ms": 30000,
         "delivery.report.only.error": True,
         "logger": logging.getLogger("modelbus.serving.telemetry.kafka"),  # librdkafka logs via logging, not stderr
+        **overrides,
     }))

@@ -6,6 +6,7 @@ import errno
 import logging
 
 from rich.console import Console
+from rich.markup import escape
 
 err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
 
@@ -49,9 +50,9 @@ def run_cli(app) -> int:
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
             err_console.print(f"[bold red]error:[/] disk full: {exc.filename or exc}; free space and run again")
             return 2
-        if isinstance(exc, expected_errors()):
-            err_console.print(f"[bold red]error:[/] {exc}")
+        if isinstance(exc, expected_errors()):   # the message is text, not markup: '[a-z0-9_-]' must survive
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
             return 2
         logging.getLogger("modelbus").exception("unexpected error")
-        err_console.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc}")
+        err_console.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {escape(str(exc))}")
         return 1

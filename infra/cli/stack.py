@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from infra.settings import load_settings
@@ -22,6 +23,30 @@ def _table(statuses) -> Table:
     return t
 
 
+def _telemetry_table(folder) -> Table | None:
+    """The in-model telemetry emitters' last reported counters (their stats files), losses and renewals first."""
+    import json
+    import time
+
+    rows = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            rows.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    if not rows:
+        return None
+    t = Table(title="In-model telemetry (last report of each emitter)")
+    for col in ("emitter", "delivered", "dropped", "failed", "invalid", "producer renewals", "reported"):
+        t.add_column(col)
+    for r in rows:
+        lost = r.get("dropped", 0) or r.get("failed", 0)
+        t.add_row(escape(str(r.get("emitter", "?"))), str(r.get("delivered", 0)),
+                  f"[{'red' if lost else 'green'}]{r.get('dropped', 0)}[/]", str(r.get("failed", 0)),
+                  str(r.get("invalid", 0)), str(r.get("renewals", 0)), f"{time.time() - r.get('at', 0):.0f}s ago")
+    return t
+
+
 @app.command()
 def up() -> None:
     """Start the embedded stack (tansu, chdb owner, Triton), create topics and the artifact store."""
@@ -37,8 +62,12 @@ def status() -> None:
     """Show the health of each part of the embedded stack (exit 1 if any part is down)."""
     from infra.stack.supervisor import Stack
 
-    statuses = Stack(load_settings()).status()
+    settings = load_settings()
+    statuses = Stack(settings).status()
     console.print(_table(statuses))
+    telemetry = _telemetry_table(settings.data_dir / "telemetry")
+    if telemetry is not None:
+        console.print(telemetry)
     if any(s.state not in ("running", "external") for s in statuses):
         raise typer.Exit(1)
 

@@ -30,6 +30,8 @@ class Panel:
 PANELS: tuple[Panel, ...] = (
     Panel("requests_per_minute", "Requests per minute", "timeseries", "minute", ("requests",), SERIES,
           "requests / min", "reqpm"),
+    Panel("telemetry_losses", "Telemetry lost per minute", "timeseries", "minute", ("dropped", "failed"),
+          ("process",), "events / min missing from the requests", "short"),
     Panel("error_rate", "Error rate", "timeseries", "minute", ("error_rate",), SERIES, "share of requests failing",
           "percentunit"),
     Panel("latency_percentiles", "Latency p50 / p95 / p99", "timeseries", "minute", ("p50_us", "p95_us", "p99_us"),

@@ -45,6 +45,7 @@ def producer_config(k: KafkaSettings, **overrides: Any) -> dict[str, Any]:
         "linger.ms": 5,
         "compression.type": "lz4",
         "message.timeout.ms": 30000,
+        "message.max.bytes": max(1_000_000, k.max_message_bytes + 64 * 1024),   # the limit is ours (size.py)
     })
     conf.update(k.extra)
     conf.update(overrides)

@@ -11,7 +11,8 @@ Outcome of a handler, per event:
 * returns            → done
 * ``SkipEvent``      → done (nothing to do)
 * ``PoisonEvent`` / undecodable bytes / an event type the topic does not carry
-  (``infra/kafka/edge.py``) → ``<topic>.dlq`` with error headers, done
+  (``infra/kafka/edge.py``) / a record over ``kafka.max_message_bytes`` (``oversized``, never handed
+  to the handler) → ``<topic>.dlq`` with error headers, the value cut to fit (``size.py``), done
 * ``FatalError``     → stop without committing that event; ``run`` raises it
 * anything else      → retried with backoff; after ``max_attempts`` → DLQ
 """
@@ -28,7 +29,7 @@ from typing import Any, Callable, Iterable
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
-from infra.errors import DeliveryError, FatalError, PoisonEvent, SkipEvent
+from infra.errors import DeliveryError, EventTooLarge, FatalError, PoisonEvent, SkipEvent
 from infra.kafka.config import consumer_config
 from infra.kafka.idempotency import ProcessedLog
 from infra.signals import on_stop_signals
@@ -36,6 +37,7 @@ from infra.kafka.dlq import send_to_dlq
 from infra.kafka.edge import Edge, refusal_reason
 from infra.kafka.envelope import Envelope, headers_dict
 from infra.kafka.producer import EventProducer, make_codec
+from infra.kafka.size import oversized
 from infra.settings import Settings
 from schemas.codec import AvroCodec, SerializationError
 
@@ -147,7 +149,8 @@ class ConsumerRunner:
             except DeliveryError as exc:
                 log.error("%s: %s", self.name, exc)
             self._consumer.close()   # leaves the group so partitions move at once
-            log.info("%s: stopped (%s)", self.name, self.stats)
+            log.info("%s: stopped (%s, producer renewals %d)", self.name, self.stats,
+                     getattr(self.producer, "renewals", 0))
 
     # -- rebalance callbacks (run in the polling thread) ------------------
     def _on_assign(self, consumer, partitions) -> None:
@@ -234,6 +237,10 @@ class ConsumerRunner:
 
     def _handle(self, msg) -> None:
         raw_headers = headers_dict(msg.headers())
+        too_big = oversized(msg.value(), msg.key(), raw_headers, self.settings.kafka.max_message_bytes)
+        if too_big is not None:
+            self._dead_letter(msg, "oversized", EventTooLarge(too_big), raw_headers)
+            return
         try:
             env = self.edge.envelope(topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
                                      key=msg.key(), value=msg.value(), timestamp_ms=msg.timestamp()[1],

@@ -6,9 +6,14 @@ its key, value and headers intact so it can be inspected and replayed.
 
 from __future__ import annotations
 
+import logging
 import time
 
+from confluent_kafka import KafkaException
+
+from infra.errors import EventTooLarge
 from infra.kafka.cloudevents import dead_letter_headers
+from infra.kafka.size import H_TRUNCATED, fit_dead_letter
 from infra.kafka.topics import dlq_name
 
 H_REASON = "modelbus.dlq.reason"          # 'undecodable' | 'unexpected_type' | 'poison' | 'retries-exhausted'
@@ -20,6 +25,8 @@ H_OFFSET = "modelbus.dlq.source_offset"
 H_GROUP = "modelbus.dlq.consumer_group"
 H_TIME = "modelbus.dlq.time_ms"
 _MAX_ERROR = 2000
+
+log = logging.getLogger("modelbus.kafka.dlq")
 
 
 def dlq_headers(*, reason: str, error: BaseException | str, topic: str, partition: int, offset: int,
@@ -43,9 +50,17 @@ def dlq_headers(*, reason: str, error: BaseException | str, topic: str, partitio
 def send_to_dlq(producer, *, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
                 reason: str, error: BaseException | str, group: str,
                 original_headers: dict[str, bytes] | None = None) -> None:
-    """Queue a dead-letter record, a CloudEvent of its own; the caller flushes before committing the source."""
+    """Queue a dead-letter record, a CloudEvent of its own, cut to fit the size limit; the caller flushes before
+    committing the source offset."""
     headers = dlq_headers(reason=reason, error=error, topic=topic, partition=partition, offset=offset,
                           group=group, original=original_headers)
     headers.update(dead_letter_headers(original_headers, value, group=group, topic=topic, partition=partition,
                                        offset=offset))
-    producer.send_raw(dlq_name(topic), value if value is not None else b"", key, headers)
+    value, key, headers = fit_dead_letter(value, key, headers, producer.settings.kafka.max_message_bytes)
+    try:
+        producer.send_raw(dlq_name(topic), value, key, headers)
+    except (KafkaException, EventTooLarge) as exc:   # never let a dead letter kill the consumer: coordinates only
+        log.error("dead letter for %s[%s]@%s refused (%s); sending its coordinates without the value",
+                  topic, partition, offset, exc)
+        producer.send_raw(dlq_name(topic), b"", None, {**{k: v for k, v in headers.items()
+                                                         if k.startswith(("modelbus.dlq.", "ce_"))}, H_TRUNCATED: b"true"})

@@ -17,12 +17,13 @@ from typing import Any, AsyncIterator
 
 import faust
 
-from infra.errors import PoisonEvent
+from infra.errors import EventTooLarge, PoisonEvent
 from infra.kafka.cloudevents import event_headers
 from infra.kafka.dlq import send_to_dlq
 from infra.kafka.edge import Edge, refusal_reason
 from infra.kafka.envelope import Envelope, headers_dict
 from infra.kafka.producer import EventProducer, make_codec
+from infra.kafka.size import oversized
 from infra.settings import Settings
 from schemas.codec import SerializationError
 
@@ -72,6 +73,10 @@ def make_app(settings: Settings, app_id: str, *, data_dir: str | None = None, **
         datadir=str(datadir),
         producer_acks=-1,
         stream_wait_empty=False,
+        # A restarted broker without its log (the embedded in-memory one) has changelogs shorter than the offsets
+        # the running tables applied; faust's check would crash the worker (ConsistencyError). The tables keep
+        # what they know, and the deployer rebuilds a missing champion from durable state (consumers/champion.py).
+        recovery_consistency_check=False,
     )
     if k.faust_single_record_batches:
         conf["producer_max_batch_size"] = 1   # aiokafka always admits a batch's first record
@@ -96,11 +101,16 @@ class EdgeDecoder:
         self.producer = producer or EventProducer(settings, name=f"{group}.dlq", codec=self.codec)
         self.edge = Edge(settings, self.codec, expected_types)
         self.dead_lettered = 0
+        self.max_bytes = settings.kafka.max_message_bytes
         self.legacy_framing = 0
 
     def decode(self, event: faust.EventT) -> Envelope | None:
         msg = event.message
         value = event.value if isinstance(event.value, (bytes, bytearray)) else msg.value
+        too_big = oversized(value, msg.key if isinstance(msg.key, bytes) else None, None, self.max_bytes)
+        if too_big is not None:
+            self.dead_letter(event, "oversized", EventTooLarge(too_big))
+            return None
         try:
             env = self.edge.envelope(topic=msg.topic, partition=msg.partition, offset=msg.offset, key=msg.key,
                                      value=value, timestamp_ms=int((msg.timestamp or 0) * 1000),

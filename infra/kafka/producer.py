@@ -12,7 +12,10 @@ producer id the broker rejects until every event times out. So after the
 broker was unreachable, or after such an error, the librdkafka producer is
 replaced by a fresh one (which gets a new producer id) and the events the old
 one still held are sent again on it: events published around a restart are
-delivered without restarting the process. Events librdkafka already failed
+delivered without restarting the process. The same holds after a stall longer
+than ``message.timeout.ms`` (broker or this process paused), after which the
+broker answers PRODUCER_FENCED for ever: those events are sent again on the
+new producer (``renewal.py``). Events librdkafka already failed
 (timed out while the broker was down) stay failed and are reported. An event
 that was in flight when the connection dropped may be stored twice; every
 ModelBus consumer is idempotent on ``event_id``.
@@ -30,17 +33,18 @@ from typing import Any, Callable
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from infra.errors import DeliveryError
+from infra.kafka import size
 from infra.kafka.cloudevents import event_headers
 from infra.kafka.config import producer_config
+from infra.kafka.renewal import PURGED as _PURGED
+from infra.kafka.renewal import REJECTED_SESSION, session_rejected
 from infra.settings import Settings
 from schemas.codec import AvroCodec, Serializer
 
 log = logging.getLogger("modelbus.kafka.producer")
 
 # Delivery errors after which the producer id and sequence numbers cannot be trusted any more.
-_RENEW_ON = frozenset({KafkaError._FATAL, KafkaError.UNKNOWN_PRODUCER_ID, KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
-                       KafkaError.INVALID_PRODUCER_EPOCH})
-_PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
+_RENEW_ON = frozenset({KafkaError._FATAL}) | REJECTED_SESSION
 _PROBE_EVERY_S = 0.5   # while the broker is unreachable: how often a TCP connect checks whether it is back
 _BACKOFF_MAX_S = 30.0  # longest wait between two replacements while the broker keeps failing
 
@@ -62,6 +66,7 @@ class EventProducer:
         self._backoff = _PROBE_EVERY_S
         self._delivered_at_renewal = 0
         self._resending = False
+        self._owed: list[tuple[Callable | None, float, Any]] = []   # refused for the session: resend on renewal
         self.delivered = 0
         self.renewals = 0
         self._producer = self._new_producer()
@@ -89,6 +94,11 @@ class EventProducer:
                 if self._resend(user_cb, queued_at, msg):
                     return
                 why = f"not acknowledged within message.timeout.ms ({self._timeout_ms} ms)"
+            elif session_rejected(err):   # fenced / stale epoch: nothing stored; resent on the next producer
+                with self._lock:
+                    self._owed.append((user_cb, queued_at, msg))
+                self._renew_reason = self._renew_reason or f"producer session refused: {err.str()}"
+                return
             with self._lock:
                 self._failed.append((f"{msg.topic()} key={msg.key()!r}", why))
             if err.fatal() or err.code() in _RENEW_ON:
@@ -119,7 +129,8 @@ class EventProducer:
 
     def send(self, topic: str, event_type: str, value: dict[str, Any], key: str | bytes | None = None,
              headers: dict[str, bytes] | None = None, on_delivery: Callable | None = None) -> None:
-        """Queue one event with its CloudEvents headers; delivery errors surface on the next ``flush``."""
+        """Queue one event with its CloudEvents headers; delivery errors surface on the next ``flush``;
+        EventTooLarge over the size limit."""
         data = self.serializer(event_type)(value)
         ce = event_headers(self._codec.catalog.get(event_type), value)
         self.send_raw(topic, data, key, ce if headers is None else {**ce, **headers}, on_delivery)
@@ -128,6 +139,7 @@ class EventProducer:
                  headers: dict[str, bytes] | None = None, on_delivery: Callable | None = None) -> None:
         cb = functools.partial(self._report, on_delivery, time.monotonic())
         k = key.encode() if isinstance(key, str) else key
+        size.check(topic, data, k, headers, self.settings.kafka.max_message_bytes)
         if self._outage or self._renew_reason is not None:
             self._heal()
         while True:
@@ -225,6 +237,13 @@ class EventProducer:
                         step()                                    # re-sent on the new producer by _report
                     except KafkaException:
                         pass
+                with self._lock:
+                    owed, self._owed = self._owed, []
+                for user_cb, queued_at, msg in owed:
+                    if not self._resend(user_cb, queued_at, msg):
+                        with self._lock:
+                            self._failed.append((f"{msg.topic()} key={msg.key()!r}",
+                                                 "refused for a stale producer session, not resent in time"))
             finally:
                 self._resending = False
         left = len(old)

@@ -45,7 +45,7 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     TopicSpec(MODELS_REJECTED, ("DeploymentRejected",), "deployer", "metadata sink", partitions=1),
     TopicSpec(INFERENCE_TELEMETRY, ("InferenceTelemetry",), "served models inside Triton", "telemetry sink"),
     TopicSpec(MONITORING_DRIFT, ("DriftDetected",), "drift monitor", "metadata sink"),
-    TopicSpec(SERVING_METRICS, ("ServerMetrics",), "Triton metrics scraper", "metadata sink"),
+    TopicSpec(SERVING_METRICS, ("ServerMetrics",), "Triton metrics scraper, telemetry loss reports", "metadata sink"),
 )
 
 BY_NAME = {t.name: t for t in CATALOGUE}

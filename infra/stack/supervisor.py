@@ -52,7 +52,8 @@ class Stack:
     def __init__(self, settings: Settings):
         self.settings = embedded_settings(settings)
         s = self.settings
-        self.kafka = TansuBroker(s.stack.host, s.stack.kafka_port, s.data_dir)
+        self.kafka = TansuBroker(s.stack.host, s.stack.kafka_port, s.data_dir, storage=s.stack.kafka_storage,
+                                 s3_endpoint_url=s.artifacts.s3_endpoint_url)
         self.clickhouse = ChdbServer(s) if s.clickhouse.url is None else None
         self.triton = TritonServer(s)
 

@@ -31,12 +31,12 @@ DEFAULT_LABEL = "label"
 IMAGE_COLUMN = "image"
 
 
-def check_dataset_name(name: Any) -> str:
-    """Refuse dataset names that could escape a storage key or a topic key."""
+def check_dataset_name(name: Any, what: str = "dataset") -> str:
+    """Refuse dataset (or model: ``what``) names that could escape a storage key or a topic key."""
     if not isinstance(name, str) or not DATASET_NAME_RE.match(name):
         shown = repr(name) if len(str(name)) <= 80 else repr(str(name)[:80]) + "..."
         raise InvalidNameError(
-            f"invalid dataset name {shown}: use 1-64 characters [a-z0-9_-], starting with a letter or digit"
+            f"invalid {what} name {shown}: use 1-64 characters [a-z0-9_-], starting with a letter or digit"
         )
     return name
 

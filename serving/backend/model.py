@@ -78,7 +78,7 @@ class TritonPythonModel:
             sys.setswitchinterval(0.0002)
             instance = args.get("model_instance_name", self.model_name)
             self.emitter = TelemetryEmitter(
-                self.settings, name=f"{self.model_name}-v{self.model_version}-{instance}",
+                self.settings, name=f"{self.model_name}-v{self.model_version}-{instance}", model_name=self.model_name,
                 stats_path=self.settings.data_dir / "telemetry" / f"{instance}-v{self.model_version}.json")
         log.info("loaded %s v%d (%s, forward %s, telemetry %s)", self.model_name, self.model_version,
                  self.signature.task, self.step or "in-process", "on" if self.emitter else "off")

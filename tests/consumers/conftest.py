@@ -63,3 +63,9 @@ def read_topic():
         return out
     return read
 
+
+@pytest.fixture
+def deployer_settings(isolated_settings, serving_settings):
+    """Fresh topics (per-test prefix) + the session's Triton and artifact store."""
+    return isolated_settings.with_overrides(triton=serving_settings.triton.model_dump(),
+                                            artifacts=serving_settings.artifacts.model_dump())

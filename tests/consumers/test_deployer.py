@@ -148,13 +148,6 @@ def wait_until(predicate, timeout: float, why: str):
     raise AssertionError(f"{why} not reached in {timeout:.0f}s")
 
 
-@pytest.fixture
-def deployer_settings(isolated_settings, serving_settings):
-    """Fresh topics (per-test prefix) + the session's Triton and artifact store."""
-    return isolated_settings.with_overrides(triton=serving_settings.triton.model_dump(),
-                                            artifacts=serving_settings.artifacts.model_dump())
-
-
 def test_gate_deploy_duplicates_crash_after_load_and_restart(deployer_settings, publish_model, model_client,
                                                               tmp_path):
     s = deployer_settings

@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 from infra.cli.main import app
 from infra.clickhouse import HttpStore
 from infra.clickhouse.migrate import migrate
+from serving.telemetry_losses import loss_report
 from infra.clickhouse.rows import telemetry_arrow, write_events
 from infra.dashboard import PANELS, DashboardServer, Filters
 from schemas.events import new_header
@@ -87,6 +88,9 @@ def store(clickhouse_owner, base_settings):
                              "statistic": 0.3, "p_value": 1e-4, "psi_threshold": 0.2, "p_value_threshold": 0.01,
                              "sample_size": 400, "action": "none"})
           for k, f, psi in ((1, "age", 0.4), (2, "region", 0.7))],
+        ("ServerMetrics", loss_report("churn-0-v1", Counter({                  # telemetry the model server lost
+            (int((NOW - timedelta(minutes=m)).timestamp()) // 60 * 60, kind): n
+            for m, kind, n in ((1, "dropped", 7), (2, "dropped", 3), (2, "failed", 1))}), "churn")),
     ])
     yield s
     s.command(f"DROP DATABASE IF EXISTS {s.database} SYNC")
@@ -154,6 +158,8 @@ def test_page_has_every_panel_with_the_inserted_numbers(server):
     # One marker per minute with traffic, per series (the per-minute view aggregates in ClickHouse).
     assert dom.points["requests_per_minute-series-churn_v1"] == 6
     assert dom.points["requests_per_minute-series-churn_v2"] == 3
+    # Lost telemetry of one process in the two minutes it reported, next to the traffic it is missing from.
+    assert dom.rows["telemetry_losses"] == 2 and dom.points["telemetry_losses-series-churn-0-v1_dropped"] == 2
     assert dom.points["latency_percentiles-series-churn_v2_p99"] == 3
     assert dom.bars["prediction_distribution-bar-churn_v1"] == 2              # 'yes' and 'no'
     assert dom.points["drift_events-series-churn_age"] == 1 and dom.rows["drift_events"] == 2

@@ -62,7 +62,8 @@ def test_train_refuses_inconsistent_requests_before_publishing(cli_settings, sto
         (["train", "churn", "--search", str(tmp_path / "space.json")], "--search and --trials go together"),
         (["train", "churn", "--spec", str(tmp_path / "bad.json")], "is not valid JSON"),
         (["train", "churn", "--spec", str(tmp_path / "typo.json")], "invalid training spec: epochz"),
-        (["train", "../etc", "--epochs", "2"], "invalid dataset name"),
+        (["train", "../etc", "--epochs", "2"], "invalid dataset name '../etc': use 1-64 characters [a-z0-9_-], start"),
+        (["train", "churn", "--model-name", "../../etc"], "invalid model name '../../etc': use 1-64 characters"),
         (["train", "ghost"], "no dataset named 'ghost'"),
         (["train", "churn@ffffffff"], "has no version 'ffffffff'"),
     ]

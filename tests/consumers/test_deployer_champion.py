@@ -1,0 +1,138 @@
+"""The deployer after its broker state is gone (issue 16, fault 4): real deployer process, tansu, Triton, ClickHouse.
+
+A restarted embedded broker comes back without the deployer's changelog or announcements; to a restarted
+deployer that is exactly a fresh topic prefix, while the Triton repository and ClickHouse keep what was
+deployed. The deployer used to gate the next candidate against "no champion" and promote a worse model.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from consumers.metadata_sink import build_runner
+from infra.clickhouse import HttpStore
+from infra.clickhouse.migrate import migrate
+from infra.kafka import EventProducer
+from infra.kafka.admin import ensure_topics
+from infra.kafka.topics import MODELS_DEPLOYED, MODELS_REGISTERED, MODELS_REJECTED
+from infra.stack.process import free_port
+from infra.stack.supervisor import Stack
+
+from .test_deployer import DeployerProcess, TopicLog, candidate, serves, wait_until
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
+
+
+@pytest.fixture
+def with_clickhouse(deployer_settings, clickhouse_owner):
+    s = deployer_settings.with_overrides(clickhouse={"url": clickhouse_owner.url,
+                                                     "database": f"t_{uuid.uuid4().hex[:12]}"})
+    store = HttpStore(s.clickhouse.url, database=s.clickhouse.database)
+    migrate(store, s.clickhouse)
+    yield s, store
+    store.command(f"DROP DATABASE IF EXISTS {store.database}")
+    store.close()
+
+
+def _sink(settings, store):
+    runner = build_runner(settings, store)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    return runner, thread
+
+
+def test_champion_is_rebuilt_from_triton_and_clickhouse_when_the_changelog_is_gone(with_clickhouse, publish_model,
+                                                                                    model_client, tmp_path):
+    s, store = with_clickhouse
+    name = f"champ-{uuid.uuid4().hex[:6]}"
+    proc = DeployerProcess(s, tmp_path / "deployer.log")
+    sink, sink_thread = _sink(s, store)
+    deployed = TopicLog(s, MODELS_DEPLOYED)
+    try:
+        proc.start()
+        EventProducer(s, name="tests").publish(s.topic(MODELS_REGISTERED), "ModelRegistered",
+                                               candidate(publish_model, name, 1, 0.80), key=name)
+        deployed.wait(lambda vs: [v["model_version"] for v in vs] == [1], why="v1 deployed")
+        wait_until(lambda: store.query_rows("SELECT count() AS n FROM deployments WHERE model_name = {n:String}",
+                                            {"n": name})[0]["n"] == 1, 30, "v1's deployment stored")
+        assert proc.stop() == 0, proc.log()
+    finally:
+        sink.stop()
+        sink_thread.join(30)
+        deployed.close()
+        proc.stop()
+
+    # The broker lost everything: new, empty topics (no changelog, no announcements); Triton and ClickHouse kept.
+    after = s.with_overrides(kafka={"topic_prefix": f"t{uuid.uuid4().hex[:10]}"})
+    ensure_topics(after)
+    proc = DeployerProcess(after, tmp_path / "deployer-after.log")
+    rejected, deployed = TopicLog(after, MODELS_REJECTED), TopicLog(after, MODELS_DEPLOYED)
+    try:
+        proc.start()
+        worse = candidate(publish_model, name, 2, 0.75)   # beats the baselines, not the serving v1
+        EventProducer(after, name="tests").publish(after.topic(MODELS_REGISTERED), "ModelRegistered", worse, key=name)
+        rej = rejected.wait(lambda vs: len(vs) >= 1, timeout=90, why="v2 rejected")[0]
+        assert (rej["model_version"], rej["stage"], rej["champion_version"]) == (2, "gate", 1)
+        assert rej["champion_metric"] == pytest.approx(0.80)
+        deployed.poll(0.5)
+        assert deployed.values == []
+        assert serves(model_client, name, seed=1)
+        assert "rebuilt from the Triton repository and ClickHouse: v1" in proc.log_path.read_text()
+    finally:
+        proc.stop()
+        rejected.close()
+        deployed.close()
+
+
+class BrokerOnly(Stack):
+    """The real supervisor, limited to its broker part (the session's Triton and ClickHouse serve the rest)."""
+
+    @property
+    def parts(self) -> list:
+        return [self.kafka]
+
+
+def test_deployer_survives_a_broker_restart_and_keeps_its_champion(with_clickhouse, publish_model, model_client,
+                                                                    tmp_path):
+    base, store = with_clickhouse
+    s = base.with_overrides(stack={"data_dir": str(tmp_path / "data"), "kafka_port": free_port()},
+                            kafka={"session_timeout_ms": 2000, "heartbeat_interval_ms": 500})
+    stack = BrokerOnly(s)
+    stack.up()
+    s = s.with_overrides(kafka={"bootstrap_servers": stack.settings.kafka.bootstrap_servers})   # Triton: the session's
+    name = f"restart-{uuid.uuid4().hex[:6]}"
+    proc = DeployerProcess(s, tmp_path / "deployer.log")
+    sink, sink_thread = _sink(s, store)
+    try:
+        proc.start()
+        EventProducer(s, name="tests").publish(s.topic(MODELS_REGISTERED), "ModelRegistered",
+                                               candidate(publish_model, name, 1, 0.80), key=name)
+        deployed = TopicLog(s, MODELS_DEPLOYED)
+        deployed.wait(lambda vs: [v["model_version"] for v in vs] == [1], why="v1 deployed")
+        deployed.close()
+        wait_until(lambda: store.query_rows("SELECT count() AS n FROM deployments WHERE model_name = {n:String}",
+                                            {"n": name})[0]["n"] == 1, 30, "v1's deployment stored")
+
+        stack.kafka.stop()        # the broker goes away with every topic, changelog and offset
+        time.sleep(5)
+        stack.up()                # same port, empty broker, catalogue created again
+        time.sleep(10)            # faust rebalances and recovers its tables from the new, empty changelogs
+        assert proc.proc.poll() is None, f"deployer exited:\n{proc.log()}"
+
+        EventProducer(s, name="tests").publish(s.topic(MODELS_REGISTERED), "ModelRegistered",
+                                               candidate(publish_model, name, 2, 0.75), key=name)
+        rejected = TopicLog(s, MODELS_REJECTED)
+        rej = rejected.wait(lambda vs: len(vs) >= 1, timeout=120, why="v2 rejected after the restart")[0]
+        rejected.close()
+        assert (rej["model_version"], rej["champion_version"]) == (2, 1)
+        assert serves(model_client, name, seed=1) and proc.proc.poll() is None
+        assert "ConsistencyError" not in proc.log_path.read_text()
+    finally:
+        proc.stop()
+        sink.stop()
+        sink_thread.join(30)
+        stack.down()
