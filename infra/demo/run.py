@@ -84,7 +84,7 @@ def run_demo(settings: Settings, *, keep: bool, requests: int = 3000, shifted_sh
     stack = Stack(settings)
     if any(p.state == "running" for p in stack.status()):
         stack.down()
-    shutil.rmtree(settings.data_dir, ignore_errors=True)   # a demo starts from nothing: no stale versions
+    fresh_demo_dir(settings.data_dir)   # a demo starts from nothing: no stale versions
     board = StageBoard(console)
     group = ConsumerGroup(settings)
     watcher = None
@@ -172,6 +172,27 @@ def run_demo(settings: Settings, *, keep: bool, requests: int = 3000, shifted_sh
         else:
             console.print(f"[bold]Stack and consumers left running[/] (data in {settings.data_dir}); "
                           f"stop with: MODELBUS_STACK__DATA_DIR={settings.data_dir} modelbus down")
+
+
+DEMO_MARKER = ".modelbus-demo"
+
+
+def fresh_demo_dir(path: Path) -> None:
+    """Empty ``path`` for a new demo, but only when the demo made it: it never wipes a directory it did not create.
+
+    The demo marks each directory it creates; an existing directory without the
+    mark (a platform's data, anything else) is refused, not deleted.
+    """
+    if path.exists() and any(path.iterdir()) and not (path / DEMO_MARKER).is_file():
+        raise DemoDirRefused(f"{path} is not empty and was not created by the demo (no {DEMO_MARKER} file); "
+                             "the demo will not wipe it: choose another with --data-dir or MODELBUS_STACK__DATA_DIR")
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / DEMO_MARKER).write_text("created by `modelbus demo`; the demo wipes this directory on its next run\n")
+
+
+class DemoDirRefused(ModelBusError):
+    """The demo's data directory holds data the demo did not create."""
 
 
 def _decision(watcher, reg: dict, timeout: float) -> tuple[str, dict]:
