@@ -131,6 +131,11 @@ class StackSettings(_Section):
         description="Instances of each consumer `modelbus up` runs, e.g. {training = 2} (a group scales by "
         "running more); a consumer not named runs once, 0 turns it off.",
     )
+    consumer_args: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Extra command-line options per consumer under `modelbus up`, e.g. {drift-monitor = "
+        "[\"--interval\", \"2\"]} (its options: `modelbus consumer run NAME -- --help`).",
+    )
     consumer_grace_s: float = Field(
         8.0, gt=0, description="A consumer that exits sooner than this after `up` started it fails `up`; "
         "a later crash is restarted.",

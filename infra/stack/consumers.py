@@ -34,14 +34,16 @@ def consumer_plan(settings: Settings, scale: dict[str, int] | None = None) -> di
     """Every consumer once, then ``stack.consumers`` and ``scale`` (flags) on top; 0 leaves one out."""
     modules = consumer_modules()
     counts = {name: 1 for name in modules} | dict(settings.stack.consumers) | dict(scale or {})
-    unknown = sorted(set(counts) - set(modules))
+    unknown = sorted((set(counts) | set(settings.stack.consumer_args)) - set(modules))
     if unknown:
-        raise ConfigError(f"unknown consumer(s) {', '.join(unknown)} in MODELBUS_STACK__CONSUMERS or --scale; "
+        raise ConfigError(f"unknown consumer(s) {', '.join(unknown)} in MODELBUS_STACK__CONSUMERS, "
+                          f"MODELBUS_STACK__CONSUMER_ARGS or --scale; "
                           f"known: {', '.join(modules)}")
     bad = sorted(name for name, n in counts.items() if n < 0)
     if bad:
         raise ConfigError(f"instances of {', '.join(bad)} must be 0 or more")
-    return {name: {"module": modules[name], "instances": n} for name, n in counts.items() if n > 0}
+    return {name: {"module": modules[name], "instances": n, "args": list(settings.stack.consumer_args.get(name, []))}
+            for name, n in counts.items() if n > 0}
 
 
 def parse_scale(items: list[str]) -> dict[str, int]:

@@ -33,7 +33,7 @@ log = logging.getLogger("modelbus.supervise")
 HEALTHY_RESET_S = 60.0     # up this long after a start: the next crash starts the backoff from 1 s again
 STOP_GRACE_S = 5.0         # SIGTERM, then SIGKILL: `down` stays within a few seconds
 _PR_SET_PDEATHSIG = 1
-_PRIVATE = ("proc", "log_offset", "argv", "next_start")   # not part of the state file
+_PRIVATE = ("proc", "log_offset", "argv", "next_start", "first_output_at")   # not part of the state file
 
 
 @dataclass
@@ -51,6 +51,7 @@ class Child:
     last_error: str = ""
     next_start: float = 0.0
     backoff_s: float = 0.0
+    first_output_at: float | None = None
     proc: subprocess.Popen | None = field(default=None, repr=False)
     log_offset: int = field(default=0, repr=False)
 
@@ -92,7 +93,7 @@ class Supervisor:
             c.log_offset = fh.tell()
             c.proc = subprocess.Popen(c.argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                       preexec_fn=_die_with_parent)
-        c.pid, c.started_at, c.state = c.proc.pid, now, "starting"
+        c.pid, c.started_at, c.state, c.first_output_at = c.proc.pid, now, "starting", None
         log.info("%s: started pid %d", c.name, c.pid)
 
     def reap(self, c: Child, now: float) -> None:
@@ -118,8 +119,21 @@ class Supervisor:
                 if c.state == "backoff":
                     c.restarts += 1
                 self.start_child(c, now)
-            if c.state == "starting" and now - c.started_at >= self.grace_s:
+            if c.state == "starting" and self.settled(c, now):
                 c.state, c.ever_ran = "running", True
+
+    def settled(self, c: Child, now: float) -> bool:
+        """Past the grace period, counted from the first line it logged: importing torch on a busy machine can
+        take longer than the grace period, and a bad option is only refused after that."""
+        if c.first_output_at is None:
+            try:
+                if os.path.getsize(c.log) > c.log_offset:
+                    c.first_output_at = now
+            except OSError:
+                pass
+        if c.first_output_at is None:
+            return now - c.started_at >= 4 * self.grace_s   # a consumer that never logs is not held forever
+        return now - c.started_at >= self.grace_s and now - c.first_output_at >= min(self.grace_s, 2.0)
 
     def write_state(self, running: bool = True) -> None:
         doc = {"pid": os.getpid(), "running": running, "updated_at": time.time(),
