@@ -146,6 +146,7 @@ class ConsumerSupervisor:
             except psutil.Error:
                 pass
         self.pidfile.remove()
+        self.state_path.unlink(missing_ok=True)   # a later `up --only stack` has no consumers to report
 
 
 def log_path(settings: Settings, name: str) -> Path:
