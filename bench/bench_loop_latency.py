@@ -20,7 +20,6 @@ import statistics
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -43,16 +42,11 @@ class _Reader:
     """Receives TrainingRunUpdated and ModelRegistered and notes when each arrived."""
 
     def __init__(self, settings):
-        from confluent_kafka import Consumer
-
         from infra.kafka import topics as T
-        from infra.kafka.config import consumer_config
-        from schemas.codec import AvroCodec
+        from infra.kafka.reader import TopicReader
 
-        self.codec = AvroCodec()
-        self.consumer = Consumer(consumer_config(settings.kafka, f"bench-{uuid.uuid4().hex[:6]}"))
-        self.consumer.subscribe([settings.topic(T.DATASETS_CREATED), settings.topic(T.TRAINING_RUNS),
-                                 settings.topic(T.MODELS_REGISTERED)])
+        self.reader = TopicReader(settings, [settings.topic(T.DATASETS_CREATED), settings.topic(T.TRAINING_RUNS),
+                                             settings.topic(T.MODELS_REGISTERED)], start="end", name="bench")
         self.created: dict[str, float] = {}   # DatasetCreated event id → its event_time (s)
         self.finished: dict[str, dict] = {}
         self.registered: dict[str, tuple[float, dict]] = {}
@@ -61,11 +55,9 @@ class _Reader:
         """(seconds from DatasetCreated to receiving ModelRegistered, ModelRegistered, finished update)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for m in self.consumer.consume(50, 0.05):
-                if m.error() is not None:
-                    continue
-                got = time.time()
-                d = self.codec.decode(m.value())
+            envs = self.reader.poll(50, 0.05)
+            got = time.time()
+            for d in envs:
                 if d.event_type == "DatasetCreated":
                     h = d.value["header"]
                     self.created[str(h["event_id"])] = h["event_time"].timestamp()
@@ -80,7 +72,7 @@ class _Reader:
         raise TimeoutError("no ModelRegistered within the timeout")
 
     def close(self) -> None:
-        self.consumer.close()
+        self.reader.close()
 
 
 def run(quick: bool = False) -> list[dict]:

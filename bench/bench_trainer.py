@@ -114,7 +114,8 @@ def run(quick: bool = False, threads: int = 1, clock: str = "cpu") -> list[dict]
     n, epochs, repeats = (12_000, 3, 5) if quick else (60_000, 3, 7)
     train, val, cfg = _data(n)
     one_row = TensorSet(tuple(t[:1] for t in val.inputs), val.target[:1])
-    spec = TrainingSpec(epochs=epochs, batch_size=BATCH, early_stopping_patience=None, device="cpu", seed=0)
+    spec = TrainingSpec(epochs=epochs, batch_size=BATCH, lr=1e-3, early_stopping_patience=None, time_budget_s=None,
+                        device="cpu", seed=0)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

@@ -24,6 +24,7 @@ SUITES = {
     "serving": "bench.bench_serving",
     "sink": "bench.bench_sink",
     "soak": "bench.bench_soak",
+    "quality": "bench.bench_quality",
 }
 
 

@@ -60,6 +60,7 @@ from infra.kafka.producer import EventProducer, make_codec
 from infra.kafka.topics import BY_NAME, MODELS_DEPLOYED, MODELS_REGISTERED, MODELS_REJECTED
 from infra.logs import configure_logging
 from infra.settings import Settings
+from infra.storage import StorageUnavailable
 from schemas.codec import SerializationError
 from serving import gate
 from serving.deploy import Deployer
@@ -244,7 +245,7 @@ class DeployerWorker:
                 log.critical("model=%s version=%d: %s", name, version, exc)
                 await self.app.crash(exc)
                 return
-            except (ServerUnavailable, DeliveryError) as exc:
+            except (ServerUnavailable, StorageUnavailable, DeliveryError) as exc:
                 delay = min(MAX_BACKOFF_S, 0.5 * 2 ** min(attempt, 10))
                 log.warning("model=%s version=%d: %s; retrying in %.1fs", name, version, exc, delay)
             except Exception as exc:  # noqa: BLE001 - unexpected: bounded retries, then the DLQ

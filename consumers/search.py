@@ -122,7 +122,7 @@ def build_app(settings: Settings, *, registry: Any = None, producer: EventProduc
         async for event, env in edge.envelopes(stream):
             sid = coordinator.route(env)
             if sid is not None:
-                await inbox.send(key=sid.encode(), value=event.message.value)
+                await inbox.send(key=sid.encode(), value=event.message.value, headers=edge.copy_headers(event, env))
 
     @app.agent(inbox)
     async def coordinate(stream):

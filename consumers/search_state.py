@@ -22,9 +22,8 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from consumers.training.events import RETRY_NOTE
 from infra.errors import ModelBusError
-from schemas.events import new_header
+from schemas.events import new_header, will_be_retried
 
 PRODUCER = "consumers.search"
 _NAMESPACE = uuid.UUID("0c5e7f0e-3b1c-4a5e-8d4f-5a2b9e6c1d77")
@@ -167,7 +166,7 @@ def tell(state: dict[str, Any], update: dict[str, Any]) -> bool:
         return False
     if t["state"] == "complete" or (t["state"] == "fail" and update["status"] == "failed"):
         return False
-    if update["status"] == "failed" and (update.get("failure_reason") or "").startswith(RETRY_NOTE):
+    if will_be_retried(update):
         return False   # the training consumer retries that event; its final outcome is still to come
     t["run_id"] = update["run_id"]
     if update["status"] == "finished":

@@ -3,8 +3,9 @@
 Telemetry is the one stream whose volume follows traffic, so per-event Python
 work is kept to a framing check: each message's 10-byte single-object header
 (or Confluent header) must name a known InferenceTelemetry writer schema;
-unknown framing goes to the DLQ. The Avro bodies are concatenated as they are,
-each followed by three appended fields (kafka_topic, kafka_partition,
+unknown framing (``undecodable``) and other event types (``unexpected_type``,
+the decode edge's rule) go to the DLQ. The Avro bodies are concatenated as
+they are, each followed by three appended fields (kafka_topic, kafka_partition,
 kafka_offset), wrapped in one Avro object container per writer schema and
 handed to ClickHouse, which parses Avro natively (``inference_telemetry_ingest``
 → materialized view → ``inference_telemetry``).
@@ -49,6 +50,7 @@ from infra.faults import maybe_fault
 from infra.kafka.config import admin_config, consumer_config
 from infra.signals import on_stop_signals
 from infra.kafka.dlq import send_to_dlq
+from infra.kafka.edge import Edge, refusal_reason
 from infra.kafka.envelope import headers_dict
 from infra.kafka.producer import EventProducer, make_codec
 from infra.kafka.topics import INFERENCE_TELEMETRY
@@ -79,6 +81,7 @@ class SinkStats:
     fallbacks: int = 0
     commits: int = 0
     rebalances: int = 0
+    legacy_framing: int = 0   # fingerprints in the pre-spec byte order (stored all the same)
     resumed_from: dict = field(default_factory=dict)
 
 
@@ -96,6 +99,7 @@ class TelemetrySink:
         self.max_wait_s = max_wait_s
         self.retry_budget_s = retry_budget_s
         self.stats = SinkStats()
+        self.edge = Edge(settings, self.codec, {EVENT})
         self._known = {fp: s for fp, s in self.codec.catalog.by_fingerprint.items() if s.name == EVENT}
         self._writers: dict[bytes, ContainerWriter] = {}
         self._prefix: dict[int, bytes] = {}
@@ -245,18 +249,17 @@ class TelemetrySink:
 
     # -- the batch --------------------------------------------------------------
     def _frame(self, value: bytes | None) -> tuple[EventSchema, int]:
-        """Writer schema and header length of one message; SerializationError when unknown."""
+        """Writer schema and header length of one message; SerializationError (see ``refusal_reason``) otherwise."""
         if value is not None and value[:2] == SINGLE_OBJECT_MAGIC and len(value) > HEADER_LEN:
-            schema = self._known.get(value[2:HEADER_LEN])
-            if schema is None:
-                raise SerializationError(f"unknown {EVENT} schema fingerprint {value[2:HEADER_LEN].hex()}")
-            return schema, HEADER_LEN
-        if value is not None and value[:1] == b"\x00" and len(value) > 5:
-            schema = self.codec.writer_of(value)
-            if schema.name != EVENT:
-                raise SerializationError(f"expected an {EVENT} event, got {schema.name}")
-            return schema, 5
-        raise SerializationError("not a ModelBus event: missing or unknown framing header")
+            schema = self._known.get(value[2:HEADER_LEN])   # the hot path: one dict lookup
+            if schema is not None:
+                return schema, HEADER_LEN
+        schema, legacy = self.edge.framing(self.topic, value)
+        hlen = HEADER_LEN if value[:2] == SINGLE_OBJECT_MAGIC else 5
+        if len(value) <= hlen:
+            raise SerializationError(f"{EVENT}: no body after the framing header")
+        self.stats.legacy_framing += legacy
+        return schema, hlen
 
     def _flush(self, sync_commit: bool = False) -> None:
         """Hand the pending batch to the insert thread (one insert in flight, so ClickHouse works while
@@ -288,7 +291,7 @@ class TelemetrySink:
             try:
                 schema, hlen = self._frame(m.value())
             except SerializationError as exc:
-                self._dead(m, "undecodable", exc)
+                self._dead(m, refusal_reason(exc), exc)
                 continue
             if runs and runs[-1][0] is schema:
                 runs[-1][2].append(m)

@@ -87,10 +87,23 @@ class TritonSettings(_Section):
     server_binary: str = Field("", description="tritonserver binary; empty: the one bundled in nvidia-pytriton.")
     telemetry: bool = Field(True, description="Emit one InferenceTelemetry event per request from the served model.")
     telemetry_buffer: int = Field(10000, ge=1, description="Bound of the in-model telemetry buffer; overflow is counted.")
-    nan_policy: Literal["reject", "impute"] = Field(
-        "reject",
-        description="NaN in a numeric input: 'reject' answers INVALID_ARGUMENT; 'impute' lets the model map it to "
-        "the training mean (the artifact contract's missing-value handling). Infinite values are always rejected.",
+    nan_policy: Literal["auto", "reject", "impute"] = Field(
+        "auto",
+        description="NaN in a numeric input: 'auto' lets the model impute it (training-split mean) in the inputs "
+        "it was trained with nulls in (signature 'missing': 'impute') and answers INVALID_ARGUMENT elsewhere; "
+        "'reject' (strict) always answers INVALID_ARGUMENT; 'impute' always imputes. Infinite values are always "
+        "rejected.",
+    )
+
+
+class ClickHouseUserSettings(_Section):
+    """One user of the embedded ClickHouse server (an entry of ``clickhouse.server_users``)."""
+
+    password: SecretStr | None = Field(None, description="The user's password (secret); unset: no password.")
+    readonly: Literal[0, 1, 2] = Field(
+        2, description="ClickHouse's readonly level of every request of the user: 1 reads only, 2 reads and "
+        "changes settings (what Grafana's ClickHouse data source needs: it sends settings such as `limit`), "
+        "0 may also write."
     )
 
 
@@ -105,6 +118,19 @@ class ClickHouseSettings(_Section):
     chdb_path: str = Field("", description="Data directory of embedded chdb; empty: <data_dir>/chdb.")
     http_port: int = Field(
         18123, description="Loopback port where the embedded engine's owner serves ClickHouse's HTTP interface."
+    )
+    server_users: dict[str, ClickHouseUserSettings] = Field(
+        default_factory=lambda: {"dashboard": {"readonly": 2}}, validate_default=True,
+        description="Users the embedded ClickHouse server accepts besides `user` (who reads and writes with "
+        "`password`): `{\"name\": {\"password\": \"...\", \"readonly\": 2}}`. The default read-only "
+        "`dashboard` user lets dashboards and Grafana read without being able to write.",
+    )
+    session_timeout_s: int = Field(
+        60, ge=1, description="Idle seconds after which an embedded ClickHouse session (`session_id`) and its "
+        "temporary tables expire, unless the request gives `session_timeout`."
+    )
+    max_session_timeout_s: int = Field(
+        3600, ge=1, description="Largest `session_timeout` a client may ask the embedded ClickHouse server for."
     )
     telemetry_ttl_days: int = Field(30, ge=1, description="Retention of raw inference telemetry rows.")
     metadata_ttl_days: int = Field(3650, ge=1, description="Retention of lifecycle metadata rows.")

@@ -25,7 +25,7 @@ from infra.storage import ArtifactStore
 from producers.datasets.push import Progress, PushResult, push_dataset
 from producers.datasets.registry import ArtifactDatasetRegistry, DatasetRegistry
 from producers.datasets.spec import DatasetSpec, build_spec, check_dataset_name
-from producers.errors import DatasetNotFoundError, InvalidNameError, ProducerError
+from producers.errors import DatasetNotFoundError, InvalidNameError, InvalidSpecError, ProducerError
 from schemas.events import new_header
 
 PRODUCER = "producers.sdk"
@@ -76,8 +76,17 @@ class ModelBus:
                          reason: str = "manual", correlation_id: str | None = None) -> str:
         """Ask the trainers for a run (a hyperparameter search when ``search_space`` and ``n_trials``).
 
-        The dataset (and version prefix, if given) must exist; returns the request id.
+        The dataset (and version prefix, if given) must exist and ``spec`` must be a valid
+        ``TrainingSpec`` (``InvalidSpecError`` otherwise, before anything is published);
+        returns the request id.
         """
+        from trainer.errors import TrainerError
+        from trainer.spec import check_request_spec
+
+        try:
+            spec_doc = check_request_spec(spec)
+        except TrainerError as exc:
+            raise InvalidSpecError(str(exc)) from exc
         check_dataset_name(dataset_name)
         if dataset_version:
             version = self.datasets.get(f"{dataset_name}@{dataset_version}").version
@@ -97,7 +106,7 @@ class ModelBus:
             "dataset_name": dataset_name,
             "dataset_version": version,
             "model_name": model_name,
-            "spec_json": _to_json(spec) or "{}",
+            "spec_json": json.dumps(spec_doc, sort_keys=True, default=str),
             "search_space_json": _to_json(search_space),
             "n_trials": int(n_trials),
             "search_id": None,

@@ -2,12 +2,15 @@
 
 Parsing is done here, not on the hot path: the codec looks writer schemas up by
 their 8-byte CRC-64-AVRO fingerprint in a dict.
+
+Older ModelBus writers put the fingerprint's bytes on the wire reversed, against the
+Avro spec. Readers still know that order (``by_legacy_fingerprint``) so events
+already on topics decode; writers only write the spec order.
 """
 
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -35,9 +38,11 @@ EVENTS: tuple[str, ...] = (
 
 
 def fingerprint_of(schema: dict[str, Any]) -> bytes:
-    """8-byte little-endian CRC-64-AVRO fingerprint, as Avro single-object encoding requires."""
-    canonical = to_parsing_canonical_form(schema)
-    return struct.pack("<Q", int(fingerprint(canonical, "CRC-64-AVRO"), 16))
+    """8-byte CRC-64-AVRO fingerprint in little-endian byte order, as Avro single-object encoding requires.
+
+    fastavro's hex digest already lists the little-endian bytes (the Avro spec's own test vector: canonical
+    form ``"null"`` → 7195948357588979594 → ``8a 8f 25 cc e7 24 dd 63``)."""
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"))
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,7 @@ class Catalog:
     def __init__(self, avro_dir: Path = AVRO_DIR, history_dir: Path = HISTORY_DIR):
         self.current: dict[str, EventSchema] = {}
         self.by_fingerprint: dict[bytes, EventSchema] = {}
+        self.by_legacy_fingerprint: dict[bytes, EventSchema] = {}
         self.history: dict[str, list[EventSchema]] = {}
         for name in EVENTS:
             path = avro_dir / f"{NAMESPACE}.{name}.avsc"
@@ -78,13 +84,18 @@ class Catalog:
             versions = [_make(name, int(p.stem[1:]), json.loads(p.read_text())) for p in released]
             self.history[name] = versions
             for v in versions:
-                self.by_fingerprint[v.fingerprint] = v
+                self._index(v)
             expanded = _load_expanded(path)
             cur = next((v for v in versions if v.fingerprint == fingerprint_of(expanded)), None)
             if cur is None:  # unreleased change: it is the next version
                 cur = _make(name, (versions[-1].version + 1) if versions else 1, expanded)
-                self.by_fingerprint[cur.fingerprint] = cur
+                self._index(cur)
             self.current[name] = cur
+
+    def _index(self, schema: EventSchema) -> None:
+        # The reversed order is what older ModelBus writers put on the wire: read, never written.
+        self.by_fingerprint[schema.fingerprint] = schema
+        self.by_legacy_fingerprint[schema.fingerprint[::-1]] = schema
 
     def get(self, name: str) -> EventSchema:
         try:

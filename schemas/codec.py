@@ -2,7 +2,10 @@
 
 Default framing is Avro *single-object encoding*: ``C3 01`` + the writer
 schema's CRC-64-AVRO fingerprint (8 bytes, little-endian) + the Avro binary
-body, so readers need no registry. With a Schema Registry configured, the
+body, so readers need no registry. Readers also accept the fingerprint in the
+reversed byte order older ModelBus writers used (logged once per schema and
+flagged on the decoded event, so consumers count it) until those events have
+aged off the topics. With a Schema Registry configured, the
 Confluent framing is used instead: ``00`` + schema id (4 bytes, big-endian) +
 body. Readers accept both and resolve any known writer schema into the current
 reader schema, so old and new producers coexist.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import struct
 import uuid
@@ -21,6 +25,8 @@ from typing import Any, Callable
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from schemas.catalog import Catalog, EventSchema, catalog
+
+log = logging.getLogger("modelbus.schemas.codec")
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"
@@ -36,6 +42,7 @@ class Decoded:
     event_type: str
     value: dict[str, Any]
     writer_version: int
+    legacy_framing: bool = False   # the fingerprint came in the pre-spec (reversed) byte order
 
 
 Serializer = Callable[[dict[str, Any]], bytes]
@@ -77,6 +84,7 @@ class AvroCodec:
         self._subject_for = subject_for or (lambda event: f"modelbus.events.{event}")
         self._registry_ids: dict[str, int] = {}
         self._by_registry_id: dict[int, EventSchema] = {}
+        self._legacy_logged: set[str] = set()
 
     # -- encoding -------------------------------------------------------
     def _prefix(self, schema: EventSchema) -> bytes:
@@ -118,6 +126,10 @@ class AvroCodec:
     # -- decoding -------------------------------------------------------
     def writer_of(self, data: bytes) -> EventSchema:
         """The writer schema named by the framing; raises SerializationError for unknown ones."""
+        return self.framing_of(data)[0]
+
+    def framing_of(self, data: bytes) -> tuple[EventSchema, bool]:
+        """(writer schema, whether its fingerprint came in the legacy reversed byte order)."""
         if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) < 5:
             raise SerializationError("message too short to be a ModelBus event")
         if data[:2] == SINGLE_OBJECT_MAGIC:
@@ -125,13 +137,24 @@ class AvroCodec:
                 raise SerializationError("truncated single-object header")
             fp = bytes(data[2:HEADER_LEN])
             schema = self.catalog.by_fingerprint.get(fp)
+            if schema is not None:
+                return schema, False
+            schema = self.catalog.by_legacy_fingerprint.get(fp)
             if schema is None:
                 raise SerializationError(f"unknown schema fingerprint {fp.hex()}")
-            return schema
+            self._note_legacy(schema)
+            return schema, True
         if data[:1] == CONFLUENT_MAGIC:
             sid = struct.unpack(">I", bytes(data[1:5]))[0]
-            return self._schema_for_registry_id(sid)
+            return self._schema_for_registry_id(sid), False
         raise SerializationError(f"unknown framing magic {bytes(data[:2]).hex()}")
+
+    def _note_legacy(self, schema: EventSchema) -> None:
+        key = f"{schema.name} v{schema.version}"
+        if key not in self._legacy_logged:
+            self._legacy_logged.add(key)
+            log.warning("%s arrived with its fingerprint in the legacy byte order (%s); decoded. Writers that "
+                        "follow the Avro spec write %s", key, schema.fingerprint[::-1].hex(), schema.fingerprint.hex())
 
     def _schema_for_registry_id(self, sid: int) -> EventSchema:
         schema = self._by_registry_id.get(sid)
@@ -154,7 +177,7 @@ class AvroCodec:
         return known
 
     def decode(self, data: bytes, expected: str | None = None) -> Decoded:
-        writer = self.writer_of(data)
+        writer, legacy = self.framing_of(data)
         if expected is not None and writer.name != expected:
             raise SerializationError(f"expected a {expected} event, got {writer.name}")
         reader = self.catalog.current.get(writer.name)
@@ -172,7 +195,7 @@ class AvroCodec:
             raise SerializationError(f"corrupt {writer.name} body: {type(exc).__name__}: {exc}") from exc
         if buf.tell() != len(data):
             raise SerializationError(f"{writer.name}: {len(data) - buf.tell()} trailing bytes after the record")
-        return Decoded(writer.name, value, writer.version)
+        return Decoded(writer.name, value, writer.version, legacy)
 
     def deserializer(self, expected: str | None = None) -> Deserializer:
         return lambda data: self.decode(data, expected)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 
 def now_us() -> int:
@@ -36,3 +36,12 @@ def header_of(value: dict[str, Any]) -> dict[str, Any]:
 
 def event_id_of(value: dict[str, Any]) -> str:
     return str(value["header"]["event_id"])
+
+
+def will_be_retried(run_update: Mapping[str, Any]) -> bool:
+    """A failed TrainingRunUpdated that is not the run's last word: the training consumer retries its event.
+
+    Followers (``train --wait``, the search coordinator) wait for the next attempt instead of reporting failure.
+    Told by the schema's ``final`` field; events written before the field existed read as final.
+    """
+    return run_update.get("status") == "failed" and not run_update.get("final", True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infra.storage import ArtifactStore, StorageError
+from infra.storage import ArtifactStore, StorageError, StorageUnavailable
 from infra.storage.base import sha256_file
 from serving.errors import ArtifactError
 from serving.signature import Signature
@@ -86,12 +86,16 @@ def fetch_artifact(store: ArtifactStore, artifact_uri: str, checksum: str, dest:
     for name in REQUIRED:
         try:
             store.get_file(f"{key}/{name}", dest / name)
+        except StorageUnavailable:   # the store may answer in a moment: retried, never a rejection
+            raise
         except StorageError as exc:
             raise ArtifactError(f"artifact {artifact_uri} has no readable {name}: {exc}") from exc
     for name in OPTIONAL:
         try:
             if store.exists(f"{key}/{name}"):
                 store.get_file(f"{key}/{name}", dest / name)
+        except StorageUnavailable:   # the store may answer in a moment: retried, never a rejection
+            raise
         except StorageError as exc:
             raise ArtifactError(f"artifact {artifact_uri}: cannot read {name}: {exc}") from exc
     return load_local_artifact(dest, checksum, uri=artifact_uri)

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from infra.settings import Settings
-from infra.storage import ArtifactStore, StorageError
+from infra.storage import ArtifactStore, StorageError, StorageUnavailable
 from infra.storage.factory import store_from_settings
 from serving.artifact import SAMPLE_INPUT, SAMPLE_OUTPUT, ArtifactError, fetch_artifact, verify_checksum
 from serving.client import ModelClient
@@ -119,6 +119,8 @@ class Deployer:
                         "event_id": str((registered.get("header") or {}).get("event_id", "")),
                         "deployed_at": time.time()}
                 self.repo.place_version(name, version, artifact, meta)
+            except StorageUnavailable:   # a store outage is no verdict on the candidate: the deployer retries
+                raise
             except (ArtifactError, SignatureError, RepositoryError, StorageError) as exc:
                 return result(False, STAGE_ARTIFACT, str(exc), previous_version=previous, serving_version=previous)
         failure = self._switch(name, version, artifact.signature, prev_config, previous)
@@ -271,8 +273,8 @@ class Deployer:
     def _smoke(self, name: str, version: int, sig: Signature) -> None:
         sample_in = self.repo.version_sample(name, version, SAMPLE_INPUT)
         expected = self.repo.version_sample(name, version, SAMPLE_OUTPUT)
-        if sample_in is not None and self.repo.options.nan_policy == "reject":
-            sample_in, expected = _complete_rows(sig, sample_in, expected)
+        if sample_in is not None:
+            sample_in, expected = _complete_rows(sig, sample_in, expected, self.repo.options.nan_policy)
         if sample_in is None:
             sample_in = {s.column: _synthetic(s) for s in sig.inputs}
             expected = None
@@ -291,11 +293,11 @@ class Deployer:
                                    f"(max abs diff {worst:.3g}, rtol {self.rtol}, atol {self.atol})")
 
 
-def _complete_rows(sig: Signature, sample: dict[str, Any], expected: dict[str, Any] | None):
-    """Drop sample rows with a missing number: the server refuses NaN under nan_policy 'reject'."""
+def _complete_rows(sig: Signature, sample: dict[str, Any], expected: dict[str, Any] | None, nan_policy: str):
+    """Drop sample rows with a missing number where the server refuses NaN under ``nan_policy``."""
     keep: np.ndarray | None = None
     for spec in sig.inputs:
-        if spec.kind != "numeric":
+        if spec.kind != "numeric" or spec.accepts_nan(nan_policy):
             continue
         values = sample.get(spec.column, sample.get(spec.name))
         if values is None:

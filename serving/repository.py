@@ -34,7 +34,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from infra.settings import Settings
-from infra.storage import ArtifactStore, StorageError, open_store
+from infra.storage import ArtifactStore, StorageError, StorageUnavailable, open_store
 from serving.artifact import OPTIONAL, SIGNATURE_FILE, Artifact, verify_checksum
 from serving.errors import RepositoryError
 from serving.signature import Signature
@@ -96,7 +96,7 @@ class RepositoryOptions:
     instance_count: int = 1
     keep_versions: int = 3
     telemetry: bool = True
-    nan_policy: str = "reject"
+    nan_policy: str = "auto"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "RepositoryOptions":
@@ -260,6 +260,8 @@ class ModelRepository:
                 part = key.split("/")[1] if key.count("/") >= 2 else ""
                 if part.isdigit():
                     found.add(int(part))
+        except StorageUnavailable:   # the store may answer in a moment: retried, never a rejection
+            raise
         except StorageError as exc:
             raise RepositoryError(f"cannot list {self.uri}/{name}: {exc}") from exc
         return sorted(found)
@@ -271,6 +273,8 @@ class ModelRepository:
         key = f"{validate_model_name(name)}/{_version(version)}/{DEPLOY_FILE}"
         try:
             return json.loads(self.store.get_bytes(key))
+        except StorageUnavailable:   # the store may answer in a moment: retried, never a rejection
+            raise
         except (StorageError, ValueError) as exc:
             raise RepositoryError(f"version {version} of {name!r} is not in {self.uri}: {exc}") from exc
 
@@ -278,6 +282,8 @@ class ModelRepository:
         key = f"{validate_model_name(name)}/{_version(version)}/{SIGNATURE_FILE}"
         try:
             return Signature.parse(self.store.get_bytes(key))
+        except StorageUnavailable:   # the store may answer in a moment: retried, never a rejection
+            raise
         except StorageError as exc:
             raise RepositoryError(f"version {version} of {name!r} has no signature in {self.uri}") from exc
 
@@ -314,12 +320,16 @@ class ModelRepository:
     def _put(self, key: str, data: bytes) -> str:
         try:
             return self.store.put_bytes(key, data)
+        except StorageUnavailable:   # the store may answer in a moment: retried, never a rejection
+            raise
         except StorageError as exc:
             raise RepositoryError(f"cannot write {key} to the model repository {self.uri}: {exc}") from exc
 
     def _put_file(self, key: str, path) -> str:
         try:
             return self.store.put_file(key, path)
+        except StorageUnavailable:   # the store may answer in a moment: retried, never a rejection
+            raise
         except StorageError as exc:
             raise RepositoryError(f"cannot write {key} to the model repository {self.uri}: {exc}") from exc
 

@@ -16,6 +16,8 @@ from serving.errors import SignatureError
 
 TASKS = ("binary", "multiclass", "regression")
 KINDS = ("numeric", "categorical", "image")
+NAN_POLICIES = ("auto", "reject", "impute")
+IMPUTE = "impute"  # an input's "missing": the model was trained with nulls in it and imputes them itself
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 # signature dtype -> (Triton config type, numpy dtype name)
 DTYPES: dict[str, tuple[str, str]] = {
@@ -36,6 +38,19 @@ class TensorSpec:
     dims: tuple[int, ...]
     column: str = ""
     kind: str = ""
+    missing: str = ""
+
+    def accepts_nan(self, policy: str) -> bool:
+        """Whether a NaN in this input is served (imputed by the model) or refused, under ``nan_policy``.
+
+        'auto' serves NaN exactly where the model was trained on nulls (the input's
+        signature says ``"missing": "impute"``), so a null-bearing dataset's rows are
+        answered like in training while a model that never saw a null stays strict;
+        'reject' is strict everywhere, 'impute' lenient everywhere.
+        """
+        if policy not in NAN_POLICIES:
+            raise SignatureError(f"nan_policy must be one of {NAN_POLICIES}, got {policy!r}")
+        return self.kind == "numeric" and (policy == IMPUTE or (policy == "auto" and self.missing == IMPUTE))
 
     @property
     def triton_type(self) -> str:
@@ -97,6 +112,8 @@ class Signature:
             d: dict[str, Any] = {"name": s.name, "dtype": s.dtype, "dims": list(s.dims)}
             if is_input:
                 d.update(column=s.column, kind=s.kind)
+                if s.missing:
+                    d["missing"] = s.missing
             return d
 
         return {"format_version": 1, "task": self.task, "labels": list(self.labels),
@@ -138,6 +155,10 @@ def _spec(d: Any, where: str, i: int, *, is_input: bool) -> TensorSpec:
         raise SignatureError(f"signature {where}[{i}] ({name}): dims {dims!r} must be positive ints or -1")
     kind = ""
     column = ""
+    missing = d.get("missing") or ""
+    if missing not in ("", IMPUTE) or (missing and (not is_input or d.get("kind") != "numeric")):
+        raise SignatureError(f"signature {where}[{i}] ({name}): missing {missing!r} is only 'impute' on a numeric "
+                             "input")
     if is_input:
         kind = d.get("kind", "numeric")
         if kind not in KINDS:
@@ -145,4 +166,4 @@ def _spec(d: Any, where: str, i: int, *, is_input: bool) -> TensorSpec:
         if (kind == "categorical") != (dtype == "BYTES"):
             raise SignatureError(f"signature input {name}: kind {kind} does not match dtype {dtype}")
         column = str(d.get("column") or name)
-    return TensorSpec(name=name, dtype=dtype, dims=tuple(dims), column=column, kind=kind)
+    return TensorSpec(name=name, dtype=dtype, dims=tuple(dims), column=column, kind=kind, missing=missing)

@@ -88,6 +88,7 @@ class TelemetryEmitter:
         self._producer = producer
         self._producer_factory = producer_factory or make_telemetry_producer
         self._serialize: Callable[[dict[str, Any]], bytes] | None = None
+        self._headers: Callable[[dict[str, Any]], dict[str, bytes]] | None = None
         self.stats_path = stats_path
         self.report_every_s = report_every_s
         self.drain_interval_s = drain_interval_s
@@ -120,9 +121,13 @@ class TelemetryEmitter:
         if self._producer is None:
             self._producer = self._producer_factory(self.settings)
         if self._serialize is None:
+            from infra.kafka.cloudevents import event_headers
             from infra.kafka.producer import make_codec
 
-            self._serialize = make_codec(self.settings).serializer("InferenceTelemetry")
+            codec = make_codec(self.settings)
+            self._serialize = codec.serializer("InferenceTelemetry")
+            schema = codec.catalog.get("InferenceTelemetry")
+            self._headers = lambda event: event_headers(schema, event)
 
     def _on_delivery(self, err, _msg) -> None:
         # Only failures are reported (delivery.report.only.error): no Python callback per event.
@@ -134,13 +139,15 @@ class TelemetryEmitter:
         try:
             event = item() if callable(item) else item
             data = self._serialize(event)
+            headers = self._headers(event)
         except Exception as exc:  # noqa: BLE001 - SerializationError or a failing builder: count, never crash
             with self._lock:
                 self.counts["invalid"] += 1
             log.warning("telemetry %s: event dropped as invalid: %s", self.name, exc)
             return
         try:
-            self._producer.produce(self.topic, data, event["model_name"].encode(), on_delivery=self._on_delivery)
+            self._producer.produce(self.topic, data, event["model_name"].encode(), headers=headers,
+                                   on_delivery=self._on_delivery)
         except BufferError:
             with self._lock:
                 self.counts["dropped"] += 1

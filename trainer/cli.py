@@ -40,12 +40,11 @@ def _json_file(path: Path, what: str) -> dict[str, Any]:
 
 def build_spec(spec_file: Path | None, **flags: Any) -> dict[str, Any]:
     """The spec file's fields with command-line flags on top, checked against TrainingSpec."""
-    from trainer.spec import TrainingSpec
+    from trainer.spec import check_request_spec
 
     spec = _json_file(spec_file, "spec file") if spec_file else {}
     spec.update({k: v for k, v in flags.items() if v is not None})
-    TrainingSpec.from_dict(spec)   # fail here, not in a consumer minutes later
-    return spec
+    return check_request_spec(spec)
 
 
 @app.command()

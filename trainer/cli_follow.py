@@ -1,27 +1,25 @@
 """``modelbus train --wait``: follow a run (or a search) live from its TrainingRunUpdated events.
 
-The follower reads the topics from their current end by manual assignment
-(no consumer group, nothing committed), and is positioned *before* the request
-is published, so not a single update of the run can be missed.
+The follower reads the topics from their current end with the Kafka layer's
+TopicReader (no consumer group, nothing committed, the configured codec), and
+is positioned *before* the request is published, so not a single update of the
+run can be missed.
 """
 
 from __future__ import annotations
 
 import json
 import time
-import uuid
 from typing import Any, Iterator
 
-from confluent_kafka import Consumer, TopicPartition
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from consumers.training.events import RETRY_NOTE
 from infra.errors import ModelBusError
 from infra.kafka import topics as T
-from infra.kafka.config import consumer_config
+from infra.kafka.reader import TopicReader
 from infra.settings import Settings
-from schemas.codec import AvroCodec, SerializationError
+from schemas.events import will_be_retried
 
 
 class FollowTimeout(ModelBusError):
@@ -32,34 +30,20 @@ class Follower:
     """Decoded TrainingRunUpdated / ModelRegistered events published after it was created."""
 
     def __init__(self, settings: Settings, timeout: float = 10.0):
-        self.codec = AvroCodec()
-        self.consumer = Consumer(consumer_config(settings.kafka, f"modelbus-cli-{uuid.uuid4().hex[:8]}"))
-        tps = []
-        for logical in (T.TRAINING_RUNS, T.MODELS_REGISTERED):
-            topic = settings.topic(logical)
-            meta = self.consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-            if meta is None or meta.error is not None or not meta.partitions:
-                raise ModelBusError(f"topic {topic} does not exist; is the stack up (`modelbus up`)?")
-            for p in meta.partitions:
-                _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
-                tps.append(TopicPartition(topic, p, high))
-        self.consumer.assign(tps)
+        self.reader = TopicReader(settings, [settings.topic(T.TRAINING_RUNS), settings.topic(T.MODELS_REGISTERED)],
+                                  start="end", name="cli-follow", timeout=timeout)
 
     def events(self, poll_s: float = 0.5) -> Iterator[tuple[str, dict[str, Any]] | None]:
         """Yields (event type, value), or None after each quiet poll so callers can check deadlines."""
         while True:
-            msgs = [m for m in self.consumer.consume(100, poll_s) if m.error() is None]
-            if not msgs:
+            envs = self.reader.poll(100, poll_s)
+            if not envs:
                 yield None
-            for m in msgs:
-                try:
-                    d = self.codec.decode(m.value())
-                except SerializationError:
-                    continue   # not ours to judge; the sinks dead-letter it
-                yield d.event_type, d.value
+            for env in envs:
+                yield env.event_type, env.value
 
     def close(self) -> None:
-        self.consumer.close()
+        self.reader.close()
 
 
 def _progress(console: Console) -> Progress:
@@ -129,7 +113,7 @@ def follow(follower: Follower, console: Console, *, request_id: str, search_id: 
             elif status == "epoch":
                 progress.update(bar, completed=v["epoch"], description=_epoch_text(v, epochs_total))
             elif status == "failed":
-                if (v.get("failure_reason") or "").startswith(RETRY_NOTE):
+                if will_be_retried(v):
                     progress.console.print(f"[yellow]attempt {v['attempt']} failed, retrying:[/] {v['failure_reason']}")
                     continue
                 progress.console.print(f"[red]run {v['run_id']} failed:[/] {v['failure_reason']}")

@@ -125,7 +125,9 @@ class ExportResult:
 def build_signature(prep: Preprocessing, *, task: str, labels: Sequence[str], model_name: str,
                     model_version: int | None = None) -> dict[str, Any]:
     inputs = [{"name": i.name, "column": i.column, "kind": i.kind, "dtype": _DTYPE[i.kind],
-               "dims": list(prep.image_shape) if i.kind == IMAGE else [1]} for i in prep.inputs]
+               "dims": list(prep.image_shape) if i.kind == IMAGE else [1],
+               **({"missing": "impute"} if i.column in prep.imputed else {})}
+              for i in prep.inputs]
     classify = task != "regression"
     return {
         "format_version": FORMAT_VERSION, "task": task, "inputs": inputs,

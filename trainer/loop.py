@@ -15,7 +15,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from trainer.checkpoint import load_checkpoint, quarantine, save_checkpoint
 from trainer.errors import CheckpointError, NonFiniteLossError, TrainerError, TrainingStopped
+from trainer.loop_state import LoopState, cpu_state, rng_state, set_rng_state, unwrap
 from trainer.spec import TrainingSpec
 
 log = logging.getLogger(__name__)
@@ -92,50 +93,16 @@ def place(data: TensorSet, device: torch.device) -> TensorSet:
     return data.to(device) if data.nbytes() < 0.4 * free else data.to(device, pin=True)
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
-
-
 def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
     if amp_dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=amp_dtype)
 
 
-def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in _unwrap(model).state_dict().items()}
-
-
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def _scheduler(opt: torch.optim.Optimizer, spec: TrainingSpec, total_steps: int):
-    if spec.lr_schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=max(1, total_steps))
-    if spec.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps))
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-
-
-def _optimizer(model: nn.Module, spec: TrainingSpec, device: torch.device) -> torch.optim.Optimizer:
-    # Fused AdamW runs the whole update in one kernel on CPU and CUDA alike.
-    return torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay, fused=True)
-
-
 def evaluate_loss(model: nn.Module, data: TensorSet, loss_fn, device: torch.device, *, amp_dtype=None,
                   dist: DistContext | None = None, batch_size: int = 4096) -> tuple[float, float]:
     """Mean loss and accuracy (NaN for regression) over ``data`` (this rank's shard under DDP)."""
-    net = _unwrap(model)
+    net = unwrap(model)
     net.eval()
     n = len(data)
     shard = torch.arange(dist.rank, n, dist.world_size) if dist else None
@@ -160,175 +127,181 @@ def evaluate_loss(model: nn.Module, data: TensorSet, loss_fn, device: torch.devi
 
 
 @dataclass
-class _State:
-    """Optimizer, schedule, sampling and early-stopping state: what a checkpoint restores."""
+class _Run:
+    """What stays fixed during one ``fit``: device placement, precision, loss, sizes."""
 
-    opt: torch.optim.Optimizer
-    sched: Any
-    gen: torch.Generator
-    epoch: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-    best_state: dict[str, Tensor] | None = None
-    best_val: float = math.inf
-    best_epoch: int = 0
-    bad_epochs: int = 0
-    done: bool = False
+    model: nn.Module
+    train: TensorSet
+    val: TensorSet
+    spec: TrainingSpec
+    device: torch.device
+    dist: DistContext | None
+    loss_fn: Callable[[Tensor, Tensor], Tensor]
+    amp_dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler
+    on_device: bool
+    shard: int
+    steps_per_epoch: int
+
+    @property
+    def rank0(self) -> bool:
+        return self.dist is None or self.dist.rank == 0
 
 
-def _fresh(model: nn.Module, spec: TrainingSpec, device: torch.device, total_steps: int) -> _State:
-    opt = _optimizer(model, spec, device)
-    return _State(opt, _scheduler(opt, spec, total_steps), torch.Generator().manual_seed(spec.seed))
+def _prepare(model: nn.Module, train: TensorSet, val: TensorSet, spec: TrainingSpec, task: str,
+             device: torch.device, dist: DistContext | None) -> _Run:
+    model.to(device)
+    use_amp = spec.amp and device.type == "cuda"
+    amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if use_amp else None
+    train, val = place(train, device), place(val, device)
+    n = len(train)
+    shard = math.ceil(n / dist.world_size) if dist else n
+    return _Run(model, train, val, spec, device, dist, loss_function(task), amp_dtype,
+                torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16),
+                train.target.device.type == device.type, shard, math.ceil(shard / spec.batch_size))
 
 
-def _restore(st: _State, ck: dict[str, Any], model: nn.Module, scaler: torch.amp.GradScaler,
-             device: torch.device, fingerprint: str, path: str | Path) -> None:
-    if ck["fingerprint"] != fingerprint:
-        raise CheckpointError(f"checkpoint {path} belongs to another run or spec")
-    _unwrap(model).load_state_dict(ck["model"])
-    st.opt.load_state_dict(ck["optimizer"])
-    st.sched.load_state_dict(ck["scheduler"])
-    if "scaler" in ck and scaler.is_enabled():
-        scaler.load_state_dict(ck["scaler"])
-    st.gen.set_state(ck["generator"])
-    _set_rng_state(ck["rng"], device)
-    st.epoch, st.history = int(ck["epoch"]), list(ck["history"])
-    st.best_state, st.best_val = ck["best_state"], float(ck["best_val_loss"])
-    st.best_epoch, st.bad_epochs, st.done = int(ck["best_epoch"]), int(ck["bad_epochs"]), bool(ck["done"])
+def _start(r: _Run, fingerprint: str, checkpoint_path: str | Path | None,
+           on_checkpoint_error: CheckpointErrorCallback | None, warnings: list[str]) -> LoopState:
+    """Fresh state, or the checkpoint's; an unusable checkpoint is quarantined and training starts over."""
+    total = r.spec.epochs * r.steps_per_epoch
+    st = LoopState.fresh(r.model, r.spec, total)
+    if checkpoint_path is None:
+        return st
+    initial = (cpu_state(r.model), rng_state(r.device))
+    try:
+        ck = load_checkpoint(checkpoint_path)
+        if ck is not None:
+            st.restore(ck, r.model, r.scaler, r.device, fingerprint, checkpoint_path)
+        return st
+    except (CheckpointError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+        reason = f"{exc}; training restarts from scratch"
+        if r.rank0:
+            log.warning(reason)
+            warnings.append(reason)
+            if on_checkpoint_error is not None:
+                on_checkpoint_error(reason)
+            quarantine(checkpoint_path)
+        unwrap(r.model).load_state_dict(initial[0])
+        set_rng_state(initial[1], r.device)
+        return LoopState.fresh(r.model, r.spec, total)
+
+
+def _train_epoch(r: _Run, st: LoopState, epoch: int, params: list[nn.Parameter],
+                 progress: ProgressCallback | None) -> tuple[float, float, float]:
+    """One pass over the (sharded) training split: (mean train loss, rows seen, seconds)."""
+    spec, device, model, n = r.spec, r.device, r.model, len(r.train)
+    model.train()
+    t0 = time.perf_counter()
+    perm = torch.randperm(n, generator=st.gen)
+    if r.dist:
+        perm = torch.cat([perm, perm[: r.shard * r.dist.world_size - n]])[r.dist.rank::r.dist.world_size]
+    if r.on_device:
+        perm = perm.to(device)
+    running = torch.zeros((), dtype=torch.float32, device=device)
+    progress_every = max(1, r.steps_per_epoch // 10)
+    for step in range(r.steps_per_epoch):
+        idx = perm[step * spec.batch_size:(step + 1) * spec.batch_size]
+        xb = tuple(t[idx] for t in r.train.inputs)
+        yb = r.train.target[idx]
+        if not r.on_device:
+            xb = tuple(t.to(device, non_blocking=True) for t in xb)
+            yb = yb.to(device, non_blocking=True)
+        with _autocast(device, r.amp_dtype):
+            loss = r.loss_fn(model(*xb), yb)
+        _step(r, st.opt, loss, params)
+        st.sched.step()
+        running.add_(loss.detach(), alpha=idx.shape[0])
+        if r.dist is None and step % _NAN_CHECK_EVERY == _NAN_CHECK_EVERY - 1 and not torch.isfinite(running):
+            _diverged(float(running), epoch, spec)
+        if progress is not None and r.rank0 and step % progress_every == 0:
+            progress("batch", step + 1, r.steps_per_epoch)
+    sums = [float(running), float(len(perm))]
+    train_s = time.perf_counter() - t0
+    if r.dist:
+        sums = r.dist.sum(sums)
+    return sums[0] / max(sums[1], 1.0), sums[1], train_s
+
+
+def _step(r: _Run, opt: torch.optim.Optimizer, loss: Tensor, params: list[nn.Parameter]) -> None:
+    opt.zero_grad(set_to_none=True)
+    clip = r.spec.grad_clip
+    if r.scaler.is_enabled():
+        r.scaler.scale(loss).backward()
+        if clip is not None:
+            r.scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
+        r.scaler.step(opt)
+        r.scaler.update()
+        return
+    loss.backward()
+    if clip is not None:
+        _clip(params, clip, r.device)
+    opt.step()
 
 
 def fit(model: nn.Module, train: TensorSet, val: TensorSet, spec: TrainingSpec, *, task: str,
         device: torch.device, fingerprint: str = "", checkpoint_path: str | Path | None = None,
         on_epoch: EpochCallback | None = None, should_stop: Callable[[], bool] | None = None,
         progress: ProgressCallback | None = None, on_checkpoint_error: CheckpointErrorCallback | None = None,
-        dist: DistContext | None = None) -> FitResult:
+        dist: DistContext | None = None, deadline: float | None = None) -> FitResult:
     """Train ``model`` in place and leave the best-validation weights in it.
 
     The caller seeds torch before building the model; a resumed run restores the
     RNG state saved with the checkpoint, so interrupted-and-resumed training is
-    identical to an uninterrupted one. Raises ``NonFiniteLossError`` when the loss
-    diverges and ``TrainingStopped`` when ``should_stop()`` turns true (after the
-    epoch's checkpoint is written).
+    identical to an uninterrupted one. ``auto`` budget fields are resolved from
+    the training rows (``TrainingSpec.resolved``). Training ends at the epoch
+    budget, on early stopping, or at ``deadline`` (``time.monotonic()``; the best
+    weights so far are kept). Raises ``NonFiniteLossError`` when the loss diverges
+    and ``TrainingStopped`` when ``should_stop()`` turns true (after the epoch's
+    checkpoint is written).
     """
-    rank0 = dist is None or dist.rank == 0
-    model.to(device)
-    loss_fn = loss_function(task)
-    use_amp = spec.amp and device.type == "cuda"
-    amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if use_amp else None
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    train, val = place(train, device), place(val, device)
-    on_device = train.target.device.type == device.type
-
-    n = len(train)
-    shard = math.ceil(n / dist.world_size) if dist else n
-    steps_per_epoch = math.ceil(shard / spec.batch_size)
-    st = _fresh(model, spec, device, spec.epochs * steps_per_epoch)
+    spec = spec.resolved(len(train))
+    r = _prepare(model, train, val, spec, task, device, dist)
     warnings: list[str] = []
-    if checkpoint_path is not None:
-        initial = (_cpu_state(model), _rng_state(device))
-        try:
-            ck = load_checkpoint(checkpoint_path)
-            if ck is not None:
-                _restore(st, ck, model, scaler, device, fingerprint, checkpoint_path)
-        except (CheckpointError, RuntimeError, KeyError, ValueError, TypeError) as exc:
-            reason = f"{exc}; training restarts from scratch"
-            if rank0:
-                log.warning(reason)
-                warnings.append(reason)
-                if on_checkpoint_error is not None:
-                    on_checkpoint_error(reason)
-                quarantine(checkpoint_path)
-            _unwrap(model).load_state_dict(initial[0])
-            _set_rng_state(initial[1], device)
-            st = _fresh(model, spec, device, spec.epochs * steps_per_epoch)
-    opt, sched, gen, history, done = st.opt, st.sched, st.gen, st.history, st.done
-    best_state, best_val, best_epoch, bad_epochs = st.best_state, st.best_val, st.best_epoch, st.bad_epochs
+    st = _start(r, fingerprint, checkpoint_path, on_checkpoint_error, warnings)
     resumed_from = st.epoch
     params = [p for p in model.parameters() if p.requires_grad]
-    progress_every = max(1, steps_per_epoch // 10)
-
-    epoch = resumed_from
-    while not done and epoch < spec.epochs:
-        epoch += 1
-        model.train()
+    patience = spec.early_stopping_patience
+    while not st.done and st.epoch < spec.epochs:
+        epoch = st.epoch + 1
         t0 = time.perf_counter()
-        perm = torch.randperm(n, generator=gen)
-        if dist:
-            perm = torch.cat([perm, perm[: shard * dist.world_size - n]])[dist.rank::dist.world_size]
-        if on_device:
-            perm = perm.to(device)
-        running = torch.zeros((), dtype=torch.float32, device=device)
-        for step in range(steps_per_epoch):
-            idx = perm[step * spec.batch_size:(step + 1) * spec.batch_size]
-            xb = tuple(t[idx] for t in train.inputs)
-            yb = train.target[idx]
-            if not on_device:
-                xb = tuple(t.to(device, non_blocking=True) for t in xb)
-                yb = yb.to(device, non_blocking=True)
-            with _autocast(device, amp_dtype):
-                loss = loss_fn(model(*xb), yb)
-            opt.zero_grad(set_to_none=True)
-            if scaler.is_enabled():
-                scaler.scale(loss).backward()
-                if spec.grad_clip is not None:
-                    scaler.unscale_(opt)
-                    torch.nn.utils.clip_grad_norm_(params, spec.grad_clip, foreach=True)
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                if spec.grad_clip is not None:
-                    _clip(params, spec.grad_clip, device)
-                opt.step()
-            sched.step()
-            running.add_(loss.detach(), alpha=idx.shape[0])
-            if dist is None and step % _NAN_CHECK_EVERY == _NAN_CHECK_EVERY - 1 and not torch.isfinite(running):
-                _diverged(float(running), epoch, spec)
-            if progress is not None and rank0 and step % progress_every == 0:
-                progress("batch", step + 1, steps_per_epoch)
-        seen = float(len(perm))
-        sums = [float(running), seen]
-        train_s = time.perf_counter() - t0
-        if dist:
-            sums = dist.sum(sums)
-        train_loss = sums[0] / max(sums[1], 1.0)
+        train_loss, seen, train_s = _train_epoch(r, st, epoch, params, progress)
         if not math.isfinite(train_loss):
             _diverged(train_loss, epoch, spec)
-        val_loss, val_acc = evaluate_loss(model, val, loss_fn, device, amp_dtype=amp_dtype, dist=dist)
+        val_loss, val_acc = evaluate_loss(model, r.val, r.loss_fn, device, amp_dtype=r.amp_dtype, dist=dist)
         if not math.isfinite(val_loss):
             _diverged(val_loss, epoch, spec, what="validation loss")
-        if val_loss < best_val:
-            best_val, best_epoch, bad_epochs = val_loss, epoch, 0
-            best_state = _cpu_state(model)
-        else:
-            bad_epochs += 1
-        patience = spec.early_stopping_patience
-        done = epoch >= spec.epochs or (patience is not None and bad_epochs >= patience)
-        metrics = {"train_loss": train_loss, "val_loss": val_loss, "best_val_loss": best_val,
-                   "lr": float(opt.param_groups[0]["lr"]), "epoch_s": time.perf_counter() - t0,
-                   "train_s": train_s, "samples_per_s": sums[1] / max(train_s, 1e-9)}
+        st.record(epoch, val_loss, model, patience if isinstance(patience, int) else None)
+        if not st.done and deadline is not None and _agree(dist, time.monotonic() > deadline):
+            st.done = True
+            warnings.append(f"the time budget ended training after epoch {epoch} of {spec.epochs}")
+        st.done = st.done or epoch >= spec.epochs
+        metrics = {"train_loss": train_loss, "val_loss": val_loss, "best_val_loss": st.best_val_loss,
+                   "lr": float(st.opt.param_groups[0]["lr"]), "epoch_s": time.perf_counter() - t0,
+                   "train_s": train_s, "samples_per_s": seen / max(train_s, 1e-9)}
         if not math.isnan(val_acc):
             metrics["val_accuracy"] = val_acc
-        history.append(metrics)
-        if checkpoint_path is not None and rank0:
-            save_checkpoint(checkpoint_path, {
-                "fingerprint": fingerprint, "epoch": epoch, "model": _cpu_state(model),
-                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-                "generator": gen.get_state(), "rng": _rng_state(device), "best_state": best_state,
-                "best_val_loss": best_val, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-                "history": history, "done": done})
-        if on_epoch is not None and rank0:
+        st.history.append(metrics)
+        if checkpoint_path is not None and r.rank0:
+            save_checkpoint(checkpoint_path, st.to_checkpoint(model, r.scaler, device, fingerprint))
+        if on_epoch is not None and r.rank0:
             on_epoch(epoch, dict(metrics))
-        if progress is not None and rank0:
-            progress("epoch", epoch, spec.epochs)
-        if not done and should_stop is not None:
-            flag = [1.0 if should_stop() else 0.0]
-            if (dist.sum(flag) if dist else flag)[0] > 0:
-                raise TrainingStopped(f"training stopped on request after epoch {epoch} of {spec.epochs}"
-                                      + ("; the checkpoint allows a resume" if checkpoint_path else ""))
-    if best_state is not None:
-        _unwrap(model).load_state_dict(best_state)
-    return FitResult(history=history, best_epoch=best_epoch, epochs_run=len(history), resumed_from=resumed_from,
-                     stopped_early=len(history) < spec.epochs, warnings=warnings)
+        if progress is not None and r.rank0:
+            progress("epoch", epoch, epoch if st.done else spec.epochs)  # an early stop ends the bar here
+        if not st.done and should_stop is not None and _agree(dist, should_stop()):
+            raise TrainingStopped(f"training stopped on request after epoch {epoch} of {spec.epochs}"
+                                  + ("; the checkpoint allows a resume" if checkpoint_path else ""))
+    if st.best_state is not None:
+        unwrap(model).load_state_dict(st.best_state)
+    return FitResult(history=st.history, best_epoch=st.best_epoch, epochs_run=len(st.history),
+                     resumed_from=resumed_from, stopped_early=len(st.history) < spec.epochs, warnings=warnings)
+
+
+def _agree(dist: DistContext | None, flag: bool) -> bool:
+    """True when any rank says so (every rank must take the same branch)."""
+    votes = [1.0 if flag else 0.0]
+    return (dist.sum(votes) if dist else votes)[0] > 0
 
 
 def _clip(params: list[nn.Parameter], max_norm: float, device: torch.device) -> None:
@@ -358,7 +331,7 @@ def _diverged(value: float, epoch: int, spec: TrainingSpec, what: str = "trainin
 
 def predict(model: nn.Module, inputs: Sequence[Tensor], device: torch.device, *, batch_size: int = 8192) -> Tensor:
     """Raw network outputs (logits or standardized values) in full precision, on CPU."""
-    net = _unwrap(model).to(device)
+    net = unwrap(model).to(device)
     net.eval()
     n = int(inputs[0].shape[0])
     outs = []

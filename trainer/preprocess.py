@@ -149,6 +149,7 @@ class Preprocessing:
     image_std: float = 1.0
     target_mean: float = 0.0
     target_std: float = 1.0
+    imputed: tuple[str, ...] = ()  # numeric columns with nulls in the data: served NaN is imputed there too
 
     @property
     def is_image(self) -> bool:
@@ -204,7 +205,8 @@ class Preprocessing:
                             "shape": list(self.image_shape), "mean": self.image_mean, "std": self.image_std,
                             "non_finite": "replaced by mean"}
         else:
-            doc["numeric"] = [{"column": i.column, "name": i.name, "mean": m, "std": s, "non_finite": "mean"}
+            doc["numeric"] = [{"column": i.column, "name": i.name, "mean": m, "std": s, "non_finite": "mean",
+                               "trained_with_missing": i.column in self.imputed}
                               for i, m, s in zip(self.numeric, self.mean, self.std)]
             doc["categorical"] = [{"column": i.column, "name": i.name, "vocabulary": list(v),
                                    "oov_index": OOV_INDEX, "missing_token": MISSING_TOKEN}
@@ -216,7 +218,12 @@ class Preprocessing:
 
 def fit_preprocessing(table: Table, features: Sequence[str], train: np.ndarray, *, image_column: str | None = None,
                       image_shape: Sequence[int] = (), y_train: np.ndarray | None = None) -> Preprocessing:
-    """Fit standardization and vocabularies on the training rows only."""
+    """Fit standardization, imputation values and vocabularies on the training rows only.
+
+    A numeric null anywhere in the dataset marks its column ``imputed``: the model
+    was built for nulls there, so serving imputes them (training-split mean) under
+    the default nan_policy instead of refusing rows the model was trained like.
+    """
     target_mean, target_std = 0.0, 1.0
     if y_train is not None:
         target_mean, target_std = float(np.mean(y_train)), _safe_std(np.std(y_train))
@@ -232,9 +239,11 @@ def fit_preprocessing(table: Table, features: Sequence[str], train: np.ndarray, 
     frame = table.frame.iloc[train]
     names = sanitize_names(features)
     inputs = tuple(InputSpec(c, n, feature_kind(table.frame[c])) for c, n in zip(features, names))
-    mean, std, vocabs = [], [], []
+    mean, std, vocabs, imputed = [], [], [], []
     for spec in inputs:
         if spec.kind == NUMERIC:
+            if not np.isfinite(numeric_values(table.frame[spec.column])).all():
+                imputed.append(spec.column)
             v = numeric_values(frame[spec.column]).astype(np.float64)
             v = v[np.isfinite(v)]
             m = float(v.mean()) if v.size else 0.0
@@ -245,7 +254,7 @@ def fit_preprocessing(table: Table, features: Sequence[str], train: np.ndarray, 
             ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_VOCAB]
             vocabs.append(tuple(k for k, _ in ranked))
     return Preprocessing(inputs=inputs, mean=tuple(mean), std=tuple(std), vocabs=tuple(vocabs),
-                         target_mean=target_mean, target_std=target_std)
+                         target_mean=target_mean, target_std=target_std, imputed=tuple(imputed))
 
 
 def _safe_std(s: float) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from trainer.auto import Candidate, first_deadline, search
 from trainer.baselines import run_baselines
 from trainer.checks import run_checks
 from trainer.data import Split, Table, as_table, encode_labels, split_indices
@@ -99,6 +101,7 @@ def train_and_evaluate(data: Any, info: DatasetInfo, spec: TrainingSpec, out_dir
     checked = run_checks(table, info, y, labels, spec)
     split = split_indices(table, info, y, seed=spec.seed, val_fraction=spec.val_fraction,
                           test_fraction=spec.test_fraction)
+    requested_hash, spec = spec.spec_hash(), spec.resolved(len(split.train))
     regression = info.task == "regression"
     prep = fit_preprocessing(table, checked.features, split.train,
                              image_column=info.feature_columns[0] if info.is_image else None,
@@ -115,6 +118,7 @@ def train_and_evaluate(data: Any, info: DatasetInfo, spec: TrainingSpec, out_dir
     ckpt = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
     step("prepare", 1, 1)
 
+    searched = None
     if spec.world_size > 1:
         from trainer.ddp import train_distributed  # launches subprocesses; imported only when used
 
@@ -123,12 +127,17 @@ def train_and_evaluate(data: Any, info: DatasetInfo, spec: TrainingSpec, out_dir
                                         should_stop=should_stop, progress=progress,
                                         on_checkpoint_error=on_checkpoint_error)
     else:
+        fit_started = time.monotonic()
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(spec.seed)
             net = build_model(cfg)
             fitted = fit(net, sets["train"], sets["val"], spec, task=info.task, device=device,
                          fingerprint=fingerprint, checkpoint_path=ckpt, on_epoch=on_epoch, should_stop=should_stop,
-                         progress=progress, on_checkpoint_error=on_checkpoint_error)
+                         progress=progress, on_checkpoint_error=on_checkpoint_error,
+                         deadline=first_deadline(spec, fit_started))
+        if spec.search_trials:
+            net, fitted, spec, cfg, searched = _choose(Candidate(net, fitted, spec, cfg, math.nan), sets, y, split,
+                                                       prep, info, len(labels), device, fit_started)
     step("evaluate", 0, 3)
     test_out = _outputs(net, sets["test"].inputs, prep, regression, device)
     y_test = y[split.test]
@@ -163,7 +172,8 @@ def train_and_evaluate(data: Any, info: DatasetInfo, spec: TrainingSpec, out_dir
     step("evaluate", 3, 3)
 
     params = {**spec.model_dump(mode="json"), "resolved_model": cfg.kind, "resolved_device": str(device),
-              "features": list(checked.features), "n_parameters": param_count(net), "spec_hash": spec.spec_hash()}
+              "features": list(checked.features), "n_parameters": param_count(net), "spec_hash": requested_hash,
+              **({"auto_search": searched.as_dict()} if searched else {})}
     env = environment(device, spec.world_size)
     _dump(out / METRICS_FILE, {
         "task": info.task, "primary_metric": primary, "higher_is_better": higher, "metrics": metrics,
@@ -182,6 +192,25 @@ def train_and_evaluate(data: Any, info: DatasetInfo, spec: TrainingSpec, out_dir
         code_version=code_version(), history=fitted.history, best_epoch=fitted.best_epoch,
         epochs_run=fitted.epochs_run, resumed_from_epoch=fitted.resumed_from, split_sizes=split.sizes(),
         warnings=tuple(warnings))
+
+
+def _choose(first: Candidate, sets: dict[str, TensorSet], y: np.ndarray, split: Split, prep: Preprocessing,
+            info: DatasetInfo, n_classes: int, device: torch.device, started: float):
+    """The automatic search's pick (``trainer.auto``), judged against the baselines on the validation split."""
+    regression, (primary, higher) = info.task == "regression", primary_metric(info.task)
+    y_val = y[split.val]
+
+    def score(net: torch.nn.Module) -> float:
+        return compute_metrics(info.task, y_val, _outputs(net, sets["val"].inputs, prep, regression, device))[primary]
+
+    first.val_score = score(first.net)
+    base = run_baselines(info.task, sets["train"].inputs, y[split.train], sets["val"].inputs, y_val,
+                         cardinalities=prep.cardinalities, n_classes=n_classes, seed=first.spec.seed)
+    budget = first.spec.time_budget_s
+    best, report = search(first, train=sets["train"], val=sets["val"], task=info.task, device=device, score=score,
+                          baselines={k: v[primary] for k, v in base.items() if primary in v}, higher=higher,
+                          deadline=None if budget is None else started + budget)
+    return best.net, best.fitted, best.spec, best.cfg, report
 
 
 def _target(y: np.ndarray, prep: Preprocessing, regression: bool) -> torch.Tensor:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from trainer import defaults as D
 from trainer.errors import TrainerError
 
 Task = Literal["binary", "multiclass", "regression"]
@@ -29,19 +30,29 @@ class TrainingSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: Literal["mlp", "cnn", "auto"] = Field("auto", description="Network; auto: cnn for images, mlp otherwise.")
-    hidden_sizes: tuple[int, ...] = Field((128, 64), description="Hidden layer widths of the MLP / CNN head.")
+    hidden_sizes: tuple[int, ...] = Field(D.HIDDEN, description="Hidden layer widths of the MLP / CNN head.")
     cnn_channels: tuple[int, ...] = Field((16, 32), description="Channels of the CNN's conv blocks.")
     embedding_dim: int | None = Field(None, ge=1, description="Embedding width of categoricals; None: by cardinality.")
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    epochs: int = Field(20, ge=1, le=10_000)
-    batch_size: int = Field(256, ge=1, description="Rows per step and per process (DDP).")
-    lr: float = Field(1e-3, gt=0.0, description="Peak learning rate.")
-    weight_decay: float = Field(1e-4, ge=0.0)
-    lr_schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    dropout: float = Field(D.DROPOUT, ge=0.0, lt=1.0)
+    epochs: Annotated[int, Field(ge=1, le=10_000)] | Literal["auto"] = Field(D.AUTO,
+                                          description="Maximum epochs; auto: from the row count (trainer.defaults).")
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(D.AUTO, description="Rows per step and per process (DDP); "
+                                              "auto: from the row count.")
+    lr: Annotated[float, Field(gt=0.0)] | Literal["auto"] = Field(D.AUTO, description=f"Peak learning rate; auto: {D.LR:g}.")
+    weight_decay: float = Field(D.WEIGHT_DECAY, ge=0.0)
+    lr_schedule: Literal["onecycle", "cosine", "constant"] = Field(
+        "onecycle", description="onecycle: warmup then cosine decay; cosine: decay only; constant.")
     grad_clip: float | None = Field(1.0, gt=0.0, description="Max gradient norm; None: no clipping.")
-    early_stopping_patience: int | None = Field(
-        5, ge=1, description="Epochs without validation-loss improvement before stopping; None: never."
+    early_stopping_patience: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
+        D.AUTO, description="Epochs without validation-loss improvement before stopping (best weights are "
+        "restored); auto: an eighth of the epochs; None: never."
     )
+    time_budget_s: float | None = Field(D.TIME_BUDGET_S, gt=0.0, description="Wall-clock seconds for all training "
+                                        "of the run (candidate and search); None: no limit.")
+    search_trials: Annotated[int, Field(ge=0, le=100)] | Literal["auto"] = Field(
+        D.AUTO, description="Trials of the automatic search run when the first candidate does not "
+        "beat the baselines on validation; auto: trainer.defaults.SEARCH_TRIALS when epochs, batch_size and lr "
+        "are all auto, else 0 (and 0 in a search's trials, which do not register a model).")
     seed: int = Field(0, ge=0, lt=2**31)
     val_fraction: float = Field(0.15, gt=0.0, lt=1.0)
     test_fraction: float = Field(0.15, gt=0.0, lt=1.0)
@@ -65,6 +76,19 @@ class TrainingSpec(BaseModel):
 
     def to_json(self) -> str:
         return self.model_dump_json()
+
+    def resolved(self, n_train: int) -> "TrainingSpec":
+        """This spec with every ``auto`` replaced by the budget rules of ``trainer.defaults``."""
+        b = D.budget(n_train, batch=None if self.batch_size == D.AUTO else self.batch_size,
+                     n_epochs=None if self.epochs == D.AUTO else self.epochs)
+        untouched = all(v == D.AUTO for v in (self.epochs, self.batch_size, self.lr))
+        update: dict[str, Any] = {"batch_size": b["batch_size"], "epochs": b["epochs"],
+                                  "lr": D.LR if self.lr == D.AUTO else self.lr}
+        if self.early_stopping_patience == D.AUTO:
+            update["early_stopping_patience"] = b["early_stopping_patience"]
+        if self.search_trials == D.AUTO:
+            update["search_trials"] = D.SEARCH_TRIALS if untouched and self.register_model else 0  # not in trials
+        return self.model_copy(update=update)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "TrainingSpec":
@@ -142,6 +166,31 @@ class DatasetInfo(BaseModel):
             raise TrainerError(f"DatasetCreated event lacks a field: {exc}") from exc
         except ValidationError as exc:
             raise TrainerError(f"invalid dataset description: {_errors(exc)}") from exc
+
+
+def check_request_spec(spec: Mapping[str, Any] | BaseModel | str | None) -> dict[str, Any]:
+    """A training request's spec as a dict, refused (``TrainerError``) unless ``TrainingSpec`` accepts it.
+
+    The one check the CLI and the SDK run before a ``TrainingRequested`` is
+    published, so an unknown key or a bad value fails the caller at once instead
+    of failing a run in a consumer minutes later.
+    """
+    if spec is None:
+        return {}
+    if isinstance(spec, BaseModel):
+        doc: Any = spec.model_dump(mode="json")
+    elif isinstance(spec, (str, bytes)):
+        try:
+            doc = json.loads(spec or "{}")
+        except ValueError as exc:
+            raise TrainerError(f"invalid training spec: not JSON ({exc})") from exc
+    else:
+        doc = spec
+    if not isinstance(doc, Mapping):
+        raise TrainerError(f"invalid training spec: expected an object of TrainingSpec fields, got {type(doc).__name__}")
+    doc = dict(doc)
+    TrainingSpec.from_dict(doc)
+    return doc
 
 
 def make_run_id(info: DatasetInfo, spec: TrainingSpec) -> str:

@@ -15,7 +15,6 @@ from typing import Any, Mapping
 from schemas.events import child_header
 
 PRODUCER = "consumers.training"
-RETRY_NOTE = "transient failure, the event will be retried:"   # starts the reason of a non-final failed attempt
 _NAMESPACE = uuid.UUID("6f0d8a52-8f4e-4a59-9a57-2f3c1b7e9d10")
 
 
@@ -47,7 +46,7 @@ def run_update(job: Any, status: str, *, attempt: int, eid: str, **fields: Any) 
         "model_name": job.model_name, "epoch": None, "metrics": {}, "params_json": "{}",
         "seed": job.spec.seed if job.spec is not None else 0, "code_version": "", "environment": {},
         "duration_s": None, "artifact_uris": {}, "failure_reason": None, "search_id": job.search_id,
-        "trial_number": job.trial_number, "request_id": job.request_id,
+        "trial_number": job.trial_number, "request_id": job.request_id, "final": True,
     }
     unknown = set(fields) - set(value)
     if unknown:

@@ -230,20 +230,21 @@ class TrainingHandler:
             self._publish(E.answer(outcome["finished"], job))
 
     # -- failures -------------------------------------------------------------
-    def _failed(self, job: Job, attempt: int, reason: str, *, duration_s: float) -> dict:
+    def _failed(self, job: Job, attempt: int, reason: str, *, duration_s: float, final: bool = True) -> dict:
         return E.run_update(job, "failed", attempt=attempt, eid=E.event_id(job.run_id, attempt, "failed",
                                                                           job.trigger_id),
-                            failure_reason=reason[:4000], duration_s=duration_s,
+                            failure_reason=reason[:4000], duration_s=duration_s, final=final,
                             params_json=job.spec.to_json() if job.spec is not None else "{}")
 
     def _fail_transient(self, job: Job, claim: Claim, exc: BaseException, t0: float, last_try: bool) -> None:
         log.exception("run %s attempt %d failed unexpectedly%s", job.run_id, claim.attempt,
                       "; giving up" if last_try else "; the event will be retried")
         reason = f"{type(exc).__name__}: {exc}"
-        reason = f"gave up after {self.max_attempts} attempt(s), the event is dead-lettered: {reason}" if last_try \
-            else f"{E.RETRY_NOTE} {reason}"
+        if last_try:
+            reason = f"gave up after {self.max_attempts} attempt(s), the event is dead-lettered: {reason}"
         try:
-            self._publish(self._failed(job, claim.attempt, reason, duration_s=time.perf_counter() - t0))
+            self._publish(self._failed(job, claim.attempt, reason, duration_s=time.perf_counter() - t0,
+                                       final=last_try))
         except Exception as send_exc:  # noqa: BLE001 - the original error is what matters
             log.error("could not report the failure of %s: %s", job.run_id, send_exc)
         self.ledger.release(claim)

@@ -7,14 +7,20 @@ engine and answers the subset of ClickHouse's HTTP protocol that clickhouse-conn
 use against a real server. Tests start it as a subprocess as their stand-in for a
 real ClickHouse server (none can be installed here).
 
-Supported: ``/ping``; GET/POST queries with the SQL in the ``query`` parameter
-and/or the body (also multipart form fields); ``database``; ``param_<name>``
-binds; settings as URL parameters; ``default_format``; ``INSERT ... FORMAT X``
-with the data in the body (chunked or not, identity/gzip/deflate encoded), parsed
-by the engine itself; ClickHouse's response headers; errors as HTTP 500 with
-``X-ClickHouse-Exception-Code`` and the ``Code: N. DB::Exception: ...`` text.
-Not supported: sessions (each request stands alone), lz4/zstd compression,
-external data tables, authentication (it binds to loopback only).
+Supported: ``GET /`` and ``/ping`` (``Ok.``); GET/POST queries with the SQL in the
+``query`` parameter and/or the body (also multipart form fields); ``database``;
+``param_<name>`` binds; settings as URL parameters, applied to that request only;
+``default_format``; ``INSERT ... FORMAT X`` with the data in the body (chunked or
+not), parsed by the engine itself; request bodies in any ``Content-Encoding`` and
+responses compressed on ``enable_http_compression=1`` + ``Accept-Encoding`` (see
+``compression.py``: lz4, zstd, br, gzip, deflate); users with passwords and readonly
+levels from settings (``auth.py``), GET requests read-only as in ClickHouse;
+sessions (``session_id``, ``session_timeout``, ``session_check``, ``close_session``,
+see ``sessions.py``); ClickHouse's response headers; errors with ClickHouse's HTTP
+status, ``X-ClickHouse-Exception-Code`` and the ``Code: N. DB::Exception: ...`` text.
+Refused with a clear error: ``SET``/``USE``/temporary tables outside a session,
+several statements in one request, ClickHouse's native compressed framing
+(``compress=1``/``decompress=1``), external data tables.
 
 Run: ``python -m infra.clickhouse.server --path DIR --port N [--host 127.0.0.1]``.
 """
@@ -22,21 +28,22 @@ Run: ``python -m infra.clickhouse.server --path DIR --port N [--host 127.0.0.1]`
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import logging
 import re
 import socket
 import threading
 import uuid
-import zlib
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
-from infra.clickhouse.engine import TRANSPORT_PARAMS, ChdbEngine
+from infra.clickhouse import compression
+from infra.clickhouse.auth import User, authenticate, credentials, users_from_settings
+from infra.clickhouse.engine import TRANSPORT_PARAMS, ChdbEngine, Connection, exception
 from infra.clickhouse.errors import ClickHouseError
+from infra.clickhouse.sessions import Sessions
 from infra.logs import configure_logging
 from infra.signals import on_stop_signals
 
@@ -46,14 +53,36 @@ _INSERT = re.compile(r"^\s*(?P<head>INSERT\s+INTO\s.+?)\s+FORMAT\s+(?P<fmt>[A-Za
                      re.IGNORECASE | re.DOTALL)
 _TRAILING_FORMAT = re.compile(r"\bFORMAT\s+([A-Za-z][A-Za-z0-9_]*)\s*;?\s*$", re.IGNORECASE)
 _HEAD_SCAN = 1 << 16  # an INSERT statement in front of its data is never longer than this
+_SECRET_PARAM = re.compile(r"(?i)\b(password)=[^&\s]*")
+
+# ClickHouse's HTTP status per exception name (src/Server/HTTP/exceptionCodeToHTTPStatus.cpp); others: 500.
+_STATUS = {
+    401: {"REQUIRED_PASSWORD"},
+    403: {"UNKNOWN_USER", "WRONG_PASSWORD", "AUTHENTICATION_FAILED", "SET_NON_GRANTED_ROLE", "ACCESS_DENIED"},
+    400: {"BAD_ARGUMENTS", "CANNOT_COMPILE_REGEXP", "CANNOT_PARSE_TEXT", "CANNOT_PARSE_ESCAPE_SEQUENCE",
+          "CANNOT_PARSE_QUOTED_STRING", "CANNOT_PARSE_DATE", "CANNOT_PARSE_DATETIME", "CANNOT_PARSE_NUMBER",
+          "CANNOT_PARSE_DOMAIN_VALUE_FROM_STRING", "CANNOT_PARSE_IPV4", "CANNOT_PARSE_IPV6",
+          "CANNOT_PARSE_INPUT_ASSERTION_FAILED", "CANNOT_PARSE_UUID", "DUPLICATE_COLUMN", "ILLEGAL_COLUMN",
+          "UNKNOWN_ELEMENT_IN_AST", "UNKNOWN_TYPE_OF_AST_NODE", "THERE_IS_NO_COLUMN", "TOO_DEEP_AST", "TOO_BIG_AST",
+          "UNEXPECTED_AST_STRUCTURE", "SYNTAX_ERROR", "INCORRECT_DATA", "TYPE_MISMATCH",
+          "VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE"},
+    404: {"UNKNOWN_TABLE", "UNKNOWN_FUNCTION", "UNKNOWN_IDENTIFIER", "UNKNOWN_TYPE", "UNKNOWN_STORAGE",
+          "UNKNOWN_DATABASE", "UNKNOWN_SETTING", "UNKNOWN_DIRECTION_OF_SORTING", "UNKNOWN_AGGREGATE_FUNCTION",
+          "UNKNOWN_FORMAT", "UNKNOWN_DATABASE_ENGINE", "UNKNOWN_TYPE_OF_QUERY", "UNKNOWN_ROLE"},
+    408: {"TIMEOUT_EXCEEDED"}, 411: {"HTTP_LENGTH_REQUIRED"}, 413: {"QUERY_IS_TOO_LARGE"},
+    415: {"UNSUPPORTED_MEDIA_TYPE"}, 501: {"NOT_IMPLEMENTED"},
+    503: {"SOCKET_TIMEOUT", "CANNOT_OPEN_FILE", "CANNOT_SCHEDULE_TASK"},
+}
+_STATUS_OF = {name: status for status, names in _STATUS.items() for name in names}
 
 
-class RequestError(Exception):
-    """A malformed HTTP request, answered like ClickHouse answers it."""
+def http_status(name: str | None) -> int:
+    return _STATUS_OF.get(name or "", 500)
 
-    def __init__(self, message: str, code: int = 62, name: str = "SYNTAX_ERROR"):
-        super().__init__(f"Code: {code}. DB::Exception: {message}. ({name})")
-        self.code = code
+
+def redact(text: str) -> str:
+    """``text`` (a request line) with password parameters masked, for logs."""
+    return _SECRET_PARAM.sub(lambda m: m.group(1) + "=***", text)
 
 
 def split_insert(text: bytes) -> tuple[str, str, bytes] | None:
@@ -92,9 +121,11 @@ class OwnerServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], engine: ChdbEngine):
+    def __init__(self, address: tuple[str, int], engine: ChdbEngine, users: dict[str, User], sessions: Sessions):
         super().__init__(address, Handler)
         self.engine = engine
+        self.users = users
+        self.sessions = sessions
         self.display_name = f"modelbus-chdb@{socket.gethostname()}"
 
 
@@ -104,31 +135,27 @@ class Handler(BaseHTTPRequestHandler):
     server: OwnerServer
     server_version = "ModelBus-chdb"
 
-    def log_message(self, fmt: str, *args) -> None:  # route http.server's access log to logging
-        log.debug("%s " + fmt, self.address_string(), *args)
+    def log_message(self, fmt: str, *args) -> None:  # route http.server's access log to logging, no secrets
+        log.debug("%s %s", self.address_string(), redact(fmt % args))
 
     # -- routes -----------------------------------------------------------
     def do_GET(self) -> None:
-        path = urlsplit(self.path).path
-        if path in ("/ping", "/replicas_status"):
+        url = urlsplit(self.path)
+        if url.path in ("/ping", "/replicas_status") or (url.path == "/" and not url.query):
+            self._read_body()
             self._reply(200, b"Ok.\n", {"Content-Type": "text/plain; charset=UTF-8"})
-        elif path in ("/", "/query"):
-            self._query(b"")
+        elif url.path in ("/", "/query"):
+            self._query()
         else:
             self._read_body()
-            self._reply(404, b"There is no handle " + path.encode() + b"\n", {"Content-Type": "text/plain"})
+            self._reply(404, b"There is no handle " + url.path.encode() + b"\n", {"Content-Type": "text/plain"})
 
     def do_POST(self) -> None:
         if urlsplit(self.path).path not in ("/", "/query"):
             self._read_body()
             self._reply(404, b"There is no handle\n", {"Content-Type": "text/plain"})
             return
-        try:
-            body = self._read_body()
-        except RequestError as exc:
-            self._error(exc.code, str(exc), str(uuid.uuid4()))
-            return
-        self._query(body)
+        self._query()
 
     # -- request reading --------------------------------------------------
     def _read_body(self) -> bytes:
@@ -142,18 +169,8 @@ class Handler(BaseHTTPRequestHandler):
                     break
                 parts.append(self.rfile.read(size))
                 self.rfile.readline()
-            body = b"".join(parts)
-        else:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        encoding = (self.headers.get("Content-Encoding") or "identity").lower()
-        if encoding == "gzip":
-            return gzip.decompress(body)
-        if encoding == "deflate":
-            return zlib.decompress(body)
-        if encoding != "identity":
-            raise RequestError(f"Unsupported Content-Encoding {encoding!r} (use gzip, deflate or none)",
-                               1, "UNSUPPORTED_METHOD")
-        return body
+            return b"".join(parts)
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def _params(self, body: bytes) -> tuple[dict[str, str], bytes]:
         params = dict(parse_qsl(urlsplit(self.path).query, keep_blank_values=True))
@@ -163,66 +180,84 @@ class Handler(BaseHTTPRequestHandler):
             for part in msg.iter_parts():
                 name = part.get_param("name", header="content-disposition")
                 if part.get_filename():
-                    raise RequestError("external data tables are not supported by the embedded server",
-                                       48, "NOT_IMPLEMENTED")
+                    raise exception(48, "NOT_IMPLEMENTED", "external data tables are not supported by the "
+                                    "embedded server")
                 if name:
                     params[name] = part.get_payload(decode=True).decode("utf-8")
             body = b""
         if "X-ClickHouse-Database" in self.headers and "database" not in params:
             params["database"] = self.headers["X-ClickHouse-Database"]
+        for name in ("compress", "decompress"):
+            if params.get(name, "0") not in ("", "0", "false"):
+                raise exception(48, "NOT_IMPLEMENTED", f"{name}=1 (ClickHouse's native compressed framing) is not "
+                                "supported by the embedded server: use HTTP compression instead (Content-Encoding "
+                                "for the request; enable_http_compression=1 and Accept-Encoding for the response)")
         return params, body
 
     # -- execution --------------------------------------------------------
-    def _query(self, body: bytes) -> None:
+    def _query(self) -> None:
         params: dict[str, str] = {}
         query_id = str(uuid.uuid4())
+        method = None
         try:
+            body = compression.decode_body(self._read_body(), self.headers.get("Content-Encoding"))
             params, body = self._params(body)
             query_id = params.get("query_id") or query_id
-            binds = {k[6:]: v for k, v in params.items() if k.startswith("param_")}
-            settings = {k: v for k, v in params.items() if not k.startswith("param_") and k not in TRANSPORT_PARAMS}
-            database = params.get("database") or None
-            default_format = params.get("default_format") or "TabSeparated"
-            query = params.get("query", "")
-            engine = self.server.engine
-            if query:
-                ins = split_insert(query.encode())
-                if ins is not None:
-                    head, fmt, inline = ins
-                    data = inline + body if inline.strip() else body
-                    res = engine.insert(head, fmt, data, database, settings)
-                    out_fmt = default_format
-                else:
-                    sql = query + ("\n" + body.decode() if body else "")
-                    res, out_fmt = self._select(sql, default_format, binds, database, settings)
-            elif body:
-                ins = split_insert(body)
-                if ins is not None:
-                    head, fmt, data = ins
-                    res = engine.insert(head, fmt, data, database, settings)
-                    out_fmt = default_format
-                else:
-                    res, out_fmt = self._select(body.decode(), default_format, binds, database, settings)
+            method = compression.response_method(params.get("enable_http_compression"),
+                                                  self.headers.get("Accept-Encoding"))
+            user = authenticate(self.server.users, *credentials(self.headers, params))
+            session_id = params.get("session_id")
+            if session_id:
+                with self.server.sessions.use(user.name, user.readonly, session_id, params.get("session_timeout"),
+                                              _flag(params.get("session_check")),
+                                              _flag(params.get("close_session"))) as conn:
+                    res, out_fmt = self._run(params, body, user.readonly, conn)
             else:
-                raise RequestError("Empty query")
-        except (ClickHouseError, RequestError) as exc:
-            self._error(getattr(exc, "code", None) or 1001, str(exc), query_id)
+                res, out_fmt = self._run(params, body, user.readonly, None)
+        except ClickHouseError as exc:
+            self._error(exc, query_id)
             return
         except Exception as exc:  # noqa: BLE001 - answer like a server, keep serving
             log.exception("request failed")
-            self._error(1001, f"Code: 1001. DB::Exception: {type(exc).__name__}: {exc}. (STD_EXCEPTION)", query_id)
+            self._error(exception(1001, "STD_EXCEPTION", f"{type(exc).__name__}: {exc}"), query_id)
             return
-        self._reply(200, res.data, {
+        data, headers = res.data, {}
+        if method and data:
+            data, headers = compression.encode_body(data, method), {"Content-Encoding": method}
+        self._reply(200, data, {
+            **headers,
             "Content-Type": content_type(out_fmt),
             "X-ClickHouse-Format": out_fmt,
             "X-ClickHouse-Query-Id": query_id,
             "X-ClickHouse-Summary": json.dumps(res.summary()),
         })
 
-    def _select(self, sql, default_format, binds, database, settings):
+    def _run(self, params: dict[str, str], body: bytes, readonly: int, conn: Connection | None):
+        binds = {k[6:]: v for k, v in params.items() if k.startswith("param_")}
+        settings = {k: v for k, v in params.items() if not k.startswith("param_") and k not in TRANSPORT_PARAMS}
+        database = params.get("database") or None
+        default_format = params.get("default_format") or "TabSeparated"
+        query = params.get("query", "")
+        engine = self.server.engine
+        on = {"readonly": readonly, "get": self.command == "GET", "conn": conn}
+        if query:
+            ins = split_insert(query.encode())
+            if ins is not None:
+                head, fmt, inline = ins
+                data = inline + body if inline.strip() else body
+                return engine.insert(head, fmt, data, database, settings, **on), default_format
+            sql = query + ("\n" + body.decode() if body else "")
+        elif body:
+            ins = split_insert(body)
+            if ins is not None:
+                head, fmt, data = ins
+                return engine.insert(head, fmt, data, database, settings, **on), default_format
+            sql = body.decode()
+        else:
+            raise exception(62, "SYNTAX_ERROR", "Empty query")
         m = _TRAILING_FORMAT.search(sql)
         out_fmt = m.group(1) if m else default_format
-        return self.server.engine.execute(sql, default_format, binds, database, settings), out_fmt
+        return engine.execute(sql, default_format, binds, database, settings, **on), out_fmt
 
     # -- responses --------------------------------------------------------
     def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
@@ -236,10 +271,16 @@ class Handler(BaseHTTPRequestHandler):
         if body and self.command != "HEAD":
             self.wfile.write(body)
 
-    def _error(self, code: int, message: str, query_id: str) -> None:
-        text = f"{message} (version {self.server.engine.version})\n".encode()
-        self._reply(500, text, {"Content-Type": "text/plain; charset=UTF-8",
-                                "X-ClickHouse-Exception-Code": str(code), "X-ClickHouse-Query-Id": query_id})
+    def _error(self, exc: ClickHouseError, query_id: str) -> None:
+        code = exc.code or 1001
+        text = str(exc) if str(exc).startswith("Code: ") else f"Code: {code}. DB::Exception: {exc}. ({exc.name})"
+        self._reply(http_status(exc.name), f"{text} (version {self.server.engine.version})\n".encode(),
+                    {"Content-Type": "text/plain; charset=UTF-8", "X-ClickHouse-Exception-Code": str(code),
+                     "X-ClickHouse-Query-Id": query_id})
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "0").strip().lower() in ("1", "true")
 
 
 def serve(path: str, host: str, port: int, settings) -> None:
@@ -247,11 +288,14 @@ def serve(path: str, host: str, port: int, settings) -> None:
     from infra.clickhouse.migrate import migrate
     from infra.clickhouse.store import ChdbStore
 
+    ch = settings.clickhouse
     engine = ChdbEngine(path)
-    store = ChdbStore(path, settings.clickhouse.database, engine=engine)
-    applied = migrate(store, settings.clickhouse)
+    store = ChdbStore(path, ch.database, engine=engine)
+    applied = migrate(store, ch)
     log.info("migrations applied: %s", applied or "none (up to date)")
-    httpd = OwnerServer((host, port), engine)
+    users = users_from_settings(ch)
+    sessions = Sessions(engine, ch.session_timeout_s, ch.max_session_timeout_s)
+    httpd = OwnerServer((host, port), engine, users, sessions)
     stop = threading.Event()
 
     def _stop(_signum: int) -> None:
@@ -259,12 +303,20 @@ def serve(path: str, host: str, port: int, settings) -> None:
             stop.set()
             threading.Thread(target=httpd.shutdown, daemon=True).start()
 
+    def _expire_sessions() -> None:
+        while not stop.wait(1.0):
+            sessions.expire()
+
     on_stop_signals(_stop)
-    log.info("embedded ClickHouse (chdb %s, data %s) serving http://%s:%d", engine.version, path, host, port)
+    threading.Thread(target=_expire_sessions, name="session-expiry", daemon=True).start()
+    log.info("embedded ClickHouse (chdb %s, data %s) serving http://%s:%d; users: %s", engine.version, path, host,
+             port, ", ".join(f"{u.name} (readonly={u.readonly})" for u in users.values()))
     try:
         httpd.serve_forever(poll_interval=0.2)
     finally:
+        stop.set()
         httpd.server_close()
+        sessions.close()
         engine.close()
         log.info("embedded ClickHouse stopped")
 

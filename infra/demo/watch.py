@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from typing import Any, Callable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
 from infra.errors import ModelBusError
-from infra.kafka.config import consumer_config
-from infra.kafka.topics import CATALOGUE
+from infra.kafka.reader import TopicReader
+from infra.kafka.topics import CATALOGUE, INFERENCE_TELEMETRY
 from infra.settings import Settings
-from schemas.codec import AvroCodec, SerializationError
 
 
 class EventWatcher:
@@ -23,26 +19,17 @@ class EventWatcher:
         self.events: list[tuple[str, dict[str, Any]]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._codec = AvroCodec()
-        self._consumer = Consumer(consumer_config(settings.kafka, f"demo-watch-{uuid.uuid4().hex[:8]}"))
-        topics = [settings.topic(t.name) for t in CATALOGUE if t.name != "inference.telemetry"]
-        meta = self._consumer.list_topics(timeout=10).topics
-        self._consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in topics if t in meta
-                               for p in meta[t].partitions])
+        topics = [settings.topic(t.name) for t in CATALOGUE if t.name != INFERENCE_TELEMETRY]
+        self._reader = TopicReader(settings, topics, start="beginning", skip_missing=True,
+                                   name="demo-watch")
         self._thread = threading.Thread(target=self._loop, daemon=True, name="demo-watch")
         self._thread.start()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            for msg in self._consumer.consume(200, 0.2):
-                if msg.error() is not None:
-                    continue
-                try:
-                    d = self._codec.decode(msg.value())
-                except SerializationError:
-                    continue
-                with self._lock:
-                    self.events.append((d.event_type, d.value))
+            envs = self._reader.poll(200, 0.2)
+            with self._lock:
+                self.events += [(env.event_type, env.value) for env in envs]
 
     def of(self, event_type: str, pred: Callable[[dict], bool] = lambda v: True) -> list[dict[str, Any]]:
         with self._lock:
@@ -63,4 +50,4 @@ class EventWatcher:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(5)
-        self._consumer.close()
+        self._reader.close()

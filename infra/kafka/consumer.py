@@ -10,7 +10,8 @@ Outcome of a handler, per event:
 
 * returns            → done
 * ``SkipEvent``      → done (nothing to do)
-* ``PoisonEvent`` / undecodable bytes → ``<topic>.dlq`` with error headers, done
+* ``PoisonEvent`` / undecodable bytes / an event type the topic does not carry
+  (``infra/kafka/edge.py``) → ``<topic>.dlq`` with error headers, done
 * ``FatalError``     → stop without committing that event; ``run`` raises it
 * anything else      → retried with backoff; after ``max_attempts`` → DLQ
 """
@@ -32,6 +33,7 @@ from infra.kafka.config import consumer_config
 from infra.kafka.idempotency import ProcessedLog
 from infra.signals import on_stop_signals
 from infra.kafka.dlq import send_to_dlq
+from infra.kafka.edge import Edge, refusal_reason
 from infra.kafka.envelope import Envelope, headers_dict
 from infra.kafka.producer import EventProducer, make_codec
 from infra.settings import Settings
@@ -51,6 +53,7 @@ class RunnerStats:
     commits: int = 0
     rebalances: int = 0
     duplicates: int = 0   # events skipped because the ProcessedLog had their id
+    legacy_framing: int = 0   # events whose fingerprint came in the pre-spec byte order (still handled)
 
 
 class ConsumerRunner:
@@ -68,7 +71,7 @@ class ConsumerRunner:
         self.max_batch = max_batch
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
-        self.expected_types = set(expected_types) if expected_types else None
+        self.edge = Edge(settings, self.codec, expected_types)
         self.stats = RunnerStats()
         conf = consumer_config(settings.kafka, group_id, **(consumer_overrides or {}))
         self._consumer = Consumer(conf)
@@ -232,21 +235,13 @@ class ConsumerRunner:
     def _handle(self, msg) -> None:
         raw_headers = headers_dict(msg.headers())
         try:
-            decoded = self.codec.decode(msg.value())
-            if self.expected_types is not None and decoded.event_type not in self.expected_types:
-                raise SerializationError(
-                    f"{decoded.event_type} is not expected on {msg.topic()} "
-                    f"(expected {', '.join(sorted(self.expected_types))})")
+            env = self.edge.envelope(topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
+                                     key=msg.key(), value=msg.value(), timestamp_ms=msg.timestamp()[1],
+                                     headers=raw_headers)
         except SerializationError as exc:
-            self._dead_letter(msg, "undecodable", exc, raw_headers)
+            self._dead_letter(msg, refusal_reason(exc), exc, raw_headers)
             return
-        key = msg.key()
-        env = Envelope(
-            key=key.decode("utf-8", "replace") if key is not None else None,
-            value=decoded.value, event_type=decoded.event_type, topic=msg.topic(), partition=msg.partition(),
-            offset=msg.offset(), event_id=str(decoded.value["header"]["event_id"]),
-            timestamp_ms=msg.timestamp()[1], headers=raw_headers, writer_version=decoded.writer_version,
-        )
+        self.stats.legacy_framing += env.legacy_framing
         if self.processed is not None and (env.event_id in self._done_ids or self.processed.seen(env.event_id)):
             log.debug("%s: %s already processed (event %s)", self.name, env.coordinates, env.event_id)
             self.stats.duplicates += 1

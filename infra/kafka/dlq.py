@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import time
 
+from infra.kafka.cloudevents import dead_letter_headers
 from infra.kafka.topics import dlq_name
 
-H_REASON = "modelbus.dlq.reason"          # 'undecodable' | 'poison' | 'retries-exhausted'
+H_REASON = "modelbus.dlq.reason"          # 'undecodable' | 'unexpected_type' | 'poison' | 'retries-exhausted'
 H_ERROR = "modelbus.dlq.error"            # the error message
 H_ERROR_TYPE = "modelbus.dlq.error_type"  # exception class name
 H_TOPIC = "modelbus.dlq.source_topic"
@@ -42,7 +43,9 @@ def dlq_headers(*, reason: str, error: BaseException | str, topic: str, partitio
 def send_to_dlq(producer, *, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
                 reason: str, error: BaseException | str, group: str,
                 original_headers: dict[str, bytes] | None = None) -> None:
-    """Queue a dead-letter record; the caller flushes before committing the source offset."""
-    producer.send_raw(dlq_name(topic), value if value is not None else b"", key,
-                      dlq_headers(reason=reason, error=error, topic=topic, partition=partition, offset=offset,
-                                  group=group, original=original_headers))
+    """Queue a dead-letter record, a CloudEvent of its own; the caller flushes before committing the source."""
+    headers = dlq_headers(reason=reason, error=error, topic=topic, partition=partition, offset=offset,
+                          group=group, original=original_headers)
+    headers.update(dead_letter_headers(original_headers, value, group=group, topic=topic, partition=partition,
+                                       offset=offset))
+    producer.send_raw(dlq_name(topic), value if value is not None else b"", key, headers)

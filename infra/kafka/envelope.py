@@ -22,6 +22,7 @@ class Envelope:
     timestamp_ms: int = 0
     headers: dict[str, bytes] = field(default_factory=dict)
     writer_version: int = 0
+    legacy_framing: bool = False   # its fingerprint came in the pre-spec byte order (counted by consumers)
 
     @property
     def coordinates(self) -> str:

@@ -18,7 +18,9 @@ from typing import Any, AsyncIterator
 import faust
 
 from infra.errors import PoisonEvent
+from infra.kafka.cloudevents import event_headers
 from infra.kafka.dlq import send_to_dlq
+from infra.kafka.edge import Edge, refusal_reason
 from infra.kafka.envelope import Envelope, headers_dict
 from infra.kafka.producer import EventProducer, make_codec
 from infra.settings import Settings
@@ -85,34 +87,33 @@ def raw_topic(app: faust.App, name: str, partitions: int | None = None) -> faust
 
 
 class EdgeDecoder:
-    """Decodes faust events into Envelopes; undecodable or poison events go to ``<topic>.dlq``."""
+    """Decodes faust events into Envelopes; undecodable, unexpected or poison events go to ``<topic>.dlq``."""
 
     def __init__(self, settings: Settings, group: str, producer: EventProducer | None = None,
                  expected_types: set[str] | None = None):
         self.codec = make_codec(settings)
         self.group = group
         self.producer = producer or EventProducer(settings, name=f"{group}.dlq", codec=self.codec)
-        self.expected_types = expected_types
+        self.edge = Edge(settings, self.codec, expected_types)
         self.dead_lettered = 0
+        self.legacy_framing = 0
 
     def decode(self, event: faust.EventT) -> Envelope | None:
         msg = event.message
         value = event.value if isinstance(event.value, (bytes, bytearray)) else msg.value
         try:
-            decoded = self.codec.decode(value)
-            if self.expected_types and decoded.event_type not in self.expected_types:
-                raise SerializationError(f"{decoded.event_type} is not expected on {msg.topic}")
+            env = self.edge.envelope(topic=msg.topic, partition=msg.partition, offset=msg.offset, key=msg.key,
+                                     value=value, timestamp_ms=int((msg.timestamp or 0) * 1000),
+                                     headers=headers_dict(list(msg.headers or [])))
         except SerializationError as exc:
-            self.dead_letter(event, "undecodable", exc)
+            self.dead_letter(event, refusal_reason(exc), exc)
             return None
-        key = msg.key
-        return Envelope(
-            key=key.decode("utf-8", "replace") if isinstance(key, (bytes, bytearray)) else key,
-            value=decoded.value, event_type=decoded.event_type, topic=msg.topic, partition=msg.partition,
-            offset=msg.offset, event_id=str(decoded.value["header"]["event_id"]),
-            timestamp_ms=int((msg.timestamp or 0) * 1000), headers=headers_dict(list(msg.headers or [])),
-            writer_version=decoded.writer_version,
-        )
+        self.legacy_framing += env.legacy_framing
+        return env
+
+    def copy_headers(self, event: faust.EventT, env: Envelope) -> list[tuple[str, bytes]]:
+        """CloudEvents headers for a copy of a decoded event that an agent writes on (the search inbox)."""
+        return list(event_headers(self.codec.writer_of(event.message.value), env.value).items())
 
     def dead_letter(self, event: faust.EventT, reason: str, exc: BaseException) -> None:
         msg = event.message

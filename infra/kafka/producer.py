@@ -30,6 +30,7 @@ from typing import Any, Callable
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from infra.errors import DeliveryError
+from infra.kafka.cloudevents import event_headers
 from infra.kafka.config import producer_config
 from infra.settings import Settings
 from schemas.codec import AvroCodec, Serializer
@@ -118,8 +119,10 @@ class EventProducer:
 
     def send(self, topic: str, event_type: str, value: dict[str, Any], key: str | bytes | None = None,
              headers: dict[str, bytes] | None = None, on_delivery: Callable | None = None) -> None:
-        """Queue one event; delivery errors surface on the next ``flush``."""
-        self.send_raw(topic, self.serializer(event_type)(value), key, headers, on_delivery)
+        """Queue one event with its CloudEvents headers; delivery errors surface on the next ``flush``."""
+        data = self.serializer(event_type)(value)
+        ce = event_headers(self._codec.catalog.get(event_type), value)
+        self.send_raw(topic, data, key, ce if headers is None else {**ce, **headers}, on_delivery)
 
     def send_raw(self, topic: str, data: bytes, key: str | bytes | None = None,
                  headers: dict[str, bytes] | None = None, on_delivery: Callable | None = None) -> None:

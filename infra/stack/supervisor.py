@@ -122,7 +122,8 @@ class Stack:
             elif part.healthy():
                 out.append(PartStatus(part.name, "running", pid, self._endpoint(part)))
             else:
-                out.append(PartStatus(part.name, "unhealthy", pid, self._endpoint(part), "see its log"))
+                out.append(PartStatus(part.name, "unhealthy", pid, self._endpoint(part),
+                                      getattr(part, "problem", None) or "see its log"))
         if self.clickhouse is None:
             out.append(PartStatus("clickhouse", "external", None, self.settings.clickhouse.url or ""))
         return out

@@ -69,6 +69,15 @@ class TritonLayout:
             raise ConfigError(f"Triton Python backend stub for Python {PY_TAG} not found: expected {self.stub_src}")
 
 
+def _plain(value: Any) -> Any:
+    """JSON form of nested settings values (e.g. ``clickhouse.server_users``), secrets revealed."""
+    if hasattr(value, "get_secret_value"):
+        return value.get_secret_value()
+    if isinstance(value, BaseModel):
+        return {k: getattr(value, k) for k in type(value).model_fields if getattr(value, k) is not None}
+    raise TypeError(f"cannot pass {type(value).__name__} through the environment")
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The settings as ``MODELBUS_<SECTION>__<FIELD>`` variables, secrets included.
 
@@ -91,7 +100,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
             if isinstance(value, bool):
                 text = "true" if value else "false"
             elif isinstance(value, (dict, list)):
-                text = json.dumps(value)
+                text = json.dumps(value, default=_plain)
             else:
                 text = str(value)
             env[f"MODELBUS_{section.upper()}__{field.upper()}"] = text

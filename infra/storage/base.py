@@ -8,11 +8,12 @@ import re
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+from infra.storage.errors import StorageError, StorageUnavailable, is_transient
+
+__all__ = ["ArtifactStore", "StorageError", "StorageUnavailable", "is_transient", "validate_key",
+           "validate_prefix", "sha256_file"]
+
 _SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._=@+-]{0,199}\Z")
-
-
-class StorageError(Exception):
-    """An artifact could not be read or written; the message names the key and the store."""
 
 
 def validate_key(key: str) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from infra.storage.base import ArtifactStore, StorageError, validate_key, validate_prefix
+from infra.storage.errors import os_error
 
 
 class LocalStore(ArtifactStore):
@@ -36,6 +37,9 @@ class LocalStore(ArtifactStore):
                 writer(fh)
                 fh.flush()
                 os.fsync(fh.fileno())
+        except OSError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            raise os_error(f"cannot write {dest}", exc) from exc
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -80,14 +84,19 @@ class LocalStore(ArtifactStore):
             return self._path(key).read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:   # a prefix is no artifact
             raise StorageError(f"artifact {key!r} not found in {self.root}") from exc
+        except OSError as exc:   # a stale NFS handle may heal; a failing disk does not: os_error tells which
+            raise os_error(f"cannot read artifact {key!r} in {self.root}", exc) from exc
 
     def get_file(self, key: str, dest: str | Path) -> Path:
         src = self._path(key)
         if not src.is_file():
             raise StorageError(f"artifact {key!r} not found in {self.root}")
         dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dest)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest)
+        except OSError as exc:
+            raise os_error(f"cannot copy artifact {key!r} to {dest}", exc) from exc
         return dest
 
     def open_read(self, key: str) -> BinaryIO:
@@ -95,6 +104,8 @@ class LocalStore(ArtifactStore):
             return open(self._path(key), "rb")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             raise StorageError(f"artifact {key!r} not found in {self.root}") from exc
+        except OSError as exc:
+            raise os_error(f"cannot open artifact {key!r} in {self.root}", exc) from exc
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

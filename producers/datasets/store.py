@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from infra.storage import ArtifactStore, StorageError
+from infra.storage import ArtifactStore, StorageError, StorageUnavailable
 from producers.datasets.spec import check_dataset_name
 from producers.errors import DatasetNotFoundError, ProducerError
 
@@ -92,6 +92,8 @@ class DatasetStore:
             raise DatasetNotFoundError(f"dataset {name}@{version} not found")
         try:
             return json.loads(self.store.get_bytes(self.metadata_key(name, version)))
+        except StorageUnavailable:   # the store may answer in a moment: the caller retries, it is no user error
+            raise
         except (StorageError, ValueError) as exc:
             raise ProducerError(f"metadata of {name}@{version} is unreadable: {exc}") from exc
 

@@ -302,6 +302,10 @@ class Validator:
             elif name in feature_like and st["null_count"] / total > spec.max_null_fraction:
                 out.add("warning", name, "null_fraction", f"column {name!r} is {st['null_count'] / total:.0%} "
                         f"missing (above {spec.max_null_fraction:.0%})")
+            elif name in feature_like and st["null_count"]:
+                out.add("warning", name, "has_nulls", f"column {name!r} has {st['null_count']} missing value(s) "
+                        f"({st['null_count'] / total:.1%}); training imputes them with training-split statistics "
+                        "and serving imputes them the same way (nan_policy 'auto')")
         for col in spec.slice_by:
             d = stats.get(col, {}).get("distinct_count") or 0
             if d > HIGH_CARDINALITY_SLICES:

@@ -69,7 +69,8 @@ class TritonPythonModel:
             self._warm_up()
         param = params.get("modelbus.telemetry")
         enabled = param == "true" if param in ("true", "false") else self.settings.triton.telemetry
-        self.reject_nan = (params.get("modelbus.nan_policy") or self.settings.triton.nan_policy) != "impute"
+        policy = params.get("modelbus.nan_policy") or self.settings.triton.nan_policy
+        self._nan_ok = {spec.name: spec.accepts_nan(policy) for spec in self.inputs}
         self.emitter = None
         if enabled:
             # The telemetry thread shares the GIL with execute(): let a waiting request take it over
@@ -123,11 +124,14 @@ class TritonPythonModel:
             if spec.dtype != "BYTES":
                 total = arr.item() if arr.size == 1 else float(arr.sum(dtype=np.float64))
                 if total - total != 0:  # NaN or inf somewhere
-                    bad_values = ~np.isfinite(arr) if self.reject_nan else np.isinf(arr)
+                    strict = not self._nan_ok[spec.name]
+                    bad_values = ~np.isfinite(arr) if strict else np.isinf(arr)
                     if bad_values.any():
                         bad = np.flatnonzero(bad_values.reshape(shape[0], -1).any(axis=1))[:5].tolist()
-                        what = "NaN or infinite" if self.reject_nan else "infinite"
-                        raise BadRequest(f"input '{spec.name}' contains {what} values (rows {bad})")
+                        what = "NaN or infinite" if strict else "infinite"
+                        why = ("; NaN is refused: the model was not trained with missing values in this input "
+                               "or nan_policy is 'reject'") if strict else ""
+                        raise BadRequest(f"input '{spec.name}' contains {what} values (rows {bad}){why}")
             arrays.append(arr)
             sums.append(total)
         if not batch:
@@ -234,7 +238,7 @@ class TritonPythonModel:
                 for spec, arr, total in zip(self.inputs, arrays, sums):
                     if spec.kind == "numeric":
                         mean = total / arr.size
-                        if mean != mean:  # NaN rows (nan_policy 'impute'): mean of the present values, if any
+                        if mean != mean:  # NaN rows the model imputes: mean of the present values, if any
                             present = arr[~np.isnan(arr)]
                             mean = float(present.mean()) if present.size else mean
                         numeric.append((spec.column, mean))

@@ -61,3 +61,59 @@ def test_lifecycle_events_land_in_tables_and_lineage_view(sink_settings, ch, rea
     assert ch.query_rows("SELECT column, mean FROM column_stats FINAL") == [{"column": "age", "mean": 3.0}]
     dlq = read_topic(s, T.dlq_name(s.topic(T.DATASETS_CREATED)), 1)
     assert dict(dlq[0].headers())[D.H_REASON] == b"undecodable"
+
+
+def _drift(feature: str) -> dict:
+    return {"header": new_header("consumers.drift"), "model_name": "churn", "model_version": 1, "feature": feature,
+            "window_start": 1, "window_end": 2, "psi": 0.4, "test": "ks", "statistic": 0.3, "p_value": 0.001,
+            "psi_threshold": 0.2, "p_value_threshold": 0.01, "sample_size": 100}
+
+
+def test_an_event_type_its_topic_does_not_carry_is_dead_lettered_and_never_stored(sink_settings, ch, read_topic):
+    s = sink_settings
+    misrouted, routed = _drift("misrouted"), _drift("routed")
+    p = EventProducer(s, name="tests")
+    p.send(s.topic(T.TRAINING_REQUESTED), "DriftDetected", misrouted, key="churn")   # valid Avro, wrong topic
+    p.send(s.topic(T.MONITORING_DRIFT), "DriftDetected", routed, key="churn")
+    p.flush(30)
+
+    stats = build_runner(s, ch, group_id="meta-misrouted").run(idle_timeout=4.0)
+
+    assert stats.processed == 1 and stats.dead_lettered == 1
+    assert ch.query_rows("SELECT feature FROM drift_events") == [{"feature": "routed"}]
+    (dead,) = read_topic(s, s.topic(T.TRAINING_REQUESTED) + T.DLQ_SUFFIX, 1)
+    h = dict(dead.headers())
+    assert h[D.H_REASON] == b"unexpected_type" and h[D.H_ERROR_TYPE] == b"UnexpectedType"
+    assert b"DriftDetected" in h[D.H_ERROR] and b"TrainingRequested" in h[D.H_ERROR]
+    assert h["ce_type"] == b"modelbus.deadletter"
+    assert h["ce_originaltype"] == b"modelbus.events.DriftDetected"
+    assert h["ce_originalid"] == misrouted["header"]["event_id"].encode()
+
+
+def test_events_the_apache_avro_library_wrote_land_in_their_tables(sink_settings, ch):
+    """Every lifecycle event of the chain, plus a DriftDetected, single-object encoded by the Apache library
+    (framed by hand from the spec) and sent by a plain Kafka producer without headers."""
+    from confluent_kafka import Producer
+
+    from infra.kafka.config import producer_config
+    from schemas import AvroCodec
+    from tests.event_samples import apache_single_object, normalize
+
+    s = sink_settings
+    codec = AvroCodec()
+    events = [*chain(), (T.MONITORING_DRIFT, "DriftDetected", _drift("apache"))]
+    p = Producer(producer_config(s.kafka))
+    for topic, event_type, value in events:
+        complete = normalize(codec.decode(codec.encode(event_type, value)).value)   # schema defaults filled in
+        p.produce(s.topic(topic), apache_single_object(event_type, complete), b"churn")
+    assert p.flush(15) == 0
+
+    stats = build_runner(s, ch, group_id="meta-apache").run(idle_timeout=4.0)
+
+    assert stats.processed == len(events) and stats.dead_lettered == 0
+    (row,) = ch.query_rows("SELECT * FROM v_model_lineage")
+    ds, run, reg, dep, _ = (v for _, _, v in events)
+    assert row["deployment_event_id"] == dep["header"]["event_id"]
+    assert row["model_event_id"] == reg["header"]["event_id"]
+    assert (row["dataset_version"], row["dataset_event_id"]) == ("v-123", ds["header"]["event_id"])
+    assert ch.query_rows("SELECT feature FROM drift_events") == [{"feature": "apache"}]

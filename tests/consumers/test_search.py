@@ -60,7 +60,7 @@ def _dataset(settings, frame):
 
 
 def test_search_fans_out_trials_and_registers_only_the_best(search_settings, coordinator, training_consumer, tail,
-                                                           churn_data, tmp_path, monkeypatch, capsys):
+                                                           churn_data, tmp_path, monkeypatch, capsys, read_topic):
     """Through ``modelbus train --search --trials --wait``, as a user would run it."""
     from infra.cli.errors import run_cli
     from infra.cli.main import app
@@ -113,6 +113,17 @@ def test_search_fans_out_trials_and_registers_only_the_best(search_settings, coo
     assert {k: json.loads(registered["params_json"])[k] for k in best_params} == best_params
     # the final run repeats the best trial (same data, params and seed): same validation result
     assert final_run["metrics"]["best_val_loss"] == best["metrics"]["best_val_loss"]
+
+    # the coordinator's re-keyed copies on its inbox are CloudEvents like everything else ModelBus writes
+    from infra.kafka.topics import SEARCH_INBOX
+    from schemas import AvroCodec
+
+    inbox = read_topic(s, s.topic(SEARCH_INBOX), 4)
+    assert len(inbox) >= 4
+    for m in inbox:
+        h, d = dict(m.headers()), AvroCodec().decode(m.value())
+        assert h["ce_id"] == str(d.value["header"]["event_id"]).encode()
+        assert h["ce_type"] == f"modelbus.events.{d.event_type}".encode() and h["ce_specversion"] == b"1.0"
 
 
 def _result(request: dict, status: str, value: float | None = None) -> dict:

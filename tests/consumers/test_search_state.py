@@ -8,7 +8,6 @@ import json
 import pytest
 
 from consumers import search_state as S
-from consumers.training.events import RETRY_NOTE
 from schemas.events import new_header
 from trainer.spec import TrainingSpec
 
@@ -76,7 +75,7 @@ def test_duplicates_and_late_results_change_nothing_and_a_failed_trial_can_still
     assert not S.tell(st, result(0, "failed"))            # duplicate
     assert not S.tell(st, result(7, value=0.1))           # no such trial
     assert not S.tell(st, {**result(1), "status": "epoch"})
-    assert not S.tell(st, {**result(1, "failed"), "failure_reason": f"{RETRY_NOTE} OSError: disk full"})
+    assert not S.tell(st, {**result(1, "failed"), "final": False, "failure_reason": "OSError: disk full"})
     assert st["trials"]["1"]["state"] == "running"        # a retried attempt is not the trial's outcome
     assert S.tell(st, result(0, value=0.4))               # a retried run finished after all
     assert st["trials"]["0"]["state"] == "complete"

@@ -71,7 +71,7 @@ def test_sink_stores_every_event_and_dead_letters_garbage(sink_settings, ch, rea
     assert sorted(m.value() for m in dlq) == sorted(garbage)
     assert {dict(m.headers())[D.H_REASON] for m in dlq} == {b"undecodable"}
     errors = {m.value(): dict(m.headers())[D.H_ERROR].decode() for m in dlq}
-    assert "unknown InferenceTelemetry schema fingerprint eeeeeeeeeeeeeeee" in errors[garbage[1]]
+    assert "unknown schema fingerprint eeeeeeeeeeeeeeee" in errors[garbage[1]]
     assert "no schema registry" in errors[garbage[0]]
     agg = ch.query_rows("SELECT sum(requests) AS n FROM telemetry_minute")
     assert agg == [{"n": 300}]

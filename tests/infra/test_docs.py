@@ -99,6 +99,11 @@ def test_generated_sections_are_up_to_date():
     assert not stale, f"README.md: generated section(s) {', '.join(stale)} are stale; {REFRESH}"
 
 
+def test_generated_pages_are_up_to_date():
+    stale = [str(p.relative_to(ROOT)) for p in docs.stale_pages()]
+    assert not stale, f"generated page(s) {', '.join(stale)} are stale; run `{docs.REFRESH_COMMAND}` and commit them"
+
+
 def test_generator_detects_and_refreshes_a_stale_copy(tmp_path, capsys):
     copy = tmp_path / "README.md"
     copy.write_text(_text().replace("| `MODELBUS_LOG_LEVEL` |", "| `MODELBUS_LOG_LEVEL_OLD` |"))

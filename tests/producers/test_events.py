@@ -8,7 +8,7 @@ import pytest
 
 from infra.kafka import topics
 from producers.datasets import push_dataset
-from producers.errors import DatasetNotFoundError, DatasetValidationError, ProducerError
+from producers.errors import DatasetNotFoundError, DatasetValidationError, InvalidSpecError, ProducerError
 
 from .conftest import SPEC, read_events, topic_size
 
@@ -86,6 +86,23 @@ def test_failed_publish_keeps_the_version_and_the_next_push_sends_the_event(mb, 
     res = mb.push_dataset(frame, **SPEC)
     assert res.version == v.version and not res.created and res.published
     assert [e[2]["version"] for e in read_events(mb.settings, topics.DATASETS_CREATED, expect=1)] == [v.version]
+
+
+@pytest.mark.parametrize("spec, field", [
+    ({"epocs": 3}, "epocs"),                 # a typo: the CLI refuses it too (same check_request_spec)
+    ({"lr": -1.0}, "lr"),
+    ({"val_fraction": 0.5, "test_fraction": 0.4}, "20%"),
+    ('{"epochs": ', "not JSON"),
+    ([1, 2], "expected an object"),
+])
+def test_an_invalid_spec_is_refused_before_anything_is_published(mb, frame, spec, field):
+    mb.push_dataset(frame, **SPEC)
+    before = topic_size(mb.settings, topics.TRAINING_REQUESTED)
+    with pytest.raises(InvalidSpecError, match=field):
+        mb.request_training("churn", spec=spec)
+    assert topic_size(mb.settings, topics.TRAINING_REQUESTED) == before
+    mb.request_training("churn", spec={"epochs": 2})   # the same client still publishes a valid request
+    assert topic_size(mb.settings, topics.TRAINING_REQUESTED) == before + 1
 
 
 def test_request_training_and_generic_publish(mb, frame):

@@ -142,4 +142,4 @@ def test_train_wait_follows_runs_and_runs_commands_explain_the_models(cli_settin
     assert code == 0 and "Δ (b - a)" in out
     rows = [line.split("\t") for line in out.splitlines() if "\t" in line]   # not a terminal: whole TSV rows
     params = {r[0]: r[1:3] for r in rows if r[0] in ("epochs", "lr", "seed")}
-    assert params == {"epochs": ["3", "2"], "lr": ["0.001", "0.01"], "seed": ["0", "1"]}
+    assert params == {"epochs": ["3", "2"], "lr": ["0.003", "0.01"], "seed": ["0", "1"]}   # lr auto: defaults.LR

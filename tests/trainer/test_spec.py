@@ -13,7 +13,7 @@ def test_json_round_trip_keeps_every_field():
 
 
 def test_hash_ignores_explicit_defaults_but_not_changes():
-    assert TrainingSpec().spec_hash() == TrainingSpec(epochs=20, lr=1e-3).spec_hash()
+    assert TrainingSpec().spec_hash() == TrainingSpec(epochs="auto", lr="auto", dropout=0.1).spec_hash()
     assert TrainingSpec().spec_hash() != TrainingSpec(seed=1).spec_hash()
     assert TrainingSpec(hidden_sizes=(8,)).spec_hash() != TrainingSpec(hidden_sizes=(16,)).spec_hash()
 

@@ -84,15 +84,18 @@ def test_insert_with_data_in_body_params_and_settings(owner_db):
 
 
 @stack
-def test_errors_are_http_500_with_clickhouse_code_and_text(owner_db):
+def test_errors_carry_clickhouse_http_status_code_and_text(owner_db):
+    """ClickHouse's own status per code (exceptionCodeToHTTPStatus.cpp): unknown names 404, bad input 400."""
     url, db = owner_db
     status, headers, body = _http(url, "SELECT * FROM missing", database=db)
-    assert status == 500 and headers["X-ClickHouse-Exception-Code"] == "60"
+    assert status == 404 and headers["X-ClickHouse-Exception-Code"] == "60"
     assert body.startswith(b"Code: 60. DB::Exception:") and b"UNKNOWN_TABLE" in body
     status, headers, body = _http(url, "SELECT 1", database=db, no_such_setting="1")
-    assert status == 500 and headers["X-ClickHouse-Exception-Code"] == "115"
+    assert status == 404 and headers["X-ClickHouse-Exception-Code"] == "115"
+    status, headers, body = _http(url, "SELECT FROM WHERE", method="POST", database=db)
+    assert status == 400 and headers["X-ClickHouse-Exception-Code"] == "62"
     status, headers, body = _http(url, "INSERT INTO t FORMAT TabSeparated", body=b"not-a-number\tx\n", database=db)
-    assert status == 500 and headers["X-ClickHouse-Exception-Code"] not in ("", "0")
+    assert status >= 400 and headers["X-ClickHouse-Exception-Code"] not in ("", "0")
     assert _http(url, "SELECT count() FROM t", database=db)[2] == b"0\n"     # the failed insert stored nothing
     assert _http(url, "SELECT 1")[0] == 200                                  # and the server keeps serving
 

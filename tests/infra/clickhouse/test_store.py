@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
 from datetime import timedelta
 
-import fastavro
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -104,20 +102,9 @@ def test_errors_carry_clickhouse_message_and_code(store):
     assert typed.value.code is not None and "not a number" in str(typed.value)
 
 
-def _ocf(values, coords) -> bytes:
-    """An Avro object container as the telemetry sink builds it: the event schema plus kafka_* fields."""
-    schema = dict(catalog().get("InferenceTelemetry").expanded)
-    schema["fields"] = [*schema["fields"], {"name": "kafka_topic", "type": "string"},
-                        {"name": "kafka_partition", "type": "int"}, {"name": "kafka_offset", "type": "long"}]
-    buf = io.BytesIO()
-    records = [dict(v, kafka_topic=t, kafka_partition=p, kafka_offset=o) for v, (t, p, o) in zip(values, coords)]
-    fastavro.writer(buf, fastavro.parse_schema(schema), records)
-    return buf.getvalue()
-
-
-def test_insert_raw_avro_container_is_parsed_by_clickhouse(store, make_telemetry, minute):
+def test_insert_raw_avro_container_is_parsed_by_clickhouse(store, make_telemetry, minute, avro_container):
     values = [make_telemetry(at=minute(0), latency_us=100 * (i + 1)) for i in range(20)]
-    data = _ocf(values, [("topic-a", i % 2, 100 + i) for i in range(20)])
+    data = avro_container(values, [("topic-a", i % 2, 100 + i) for i in range(20)])
     store.insert_raw("inference_telemetry_ingest", data, "Avro")
 
     rows = store.query_rows("SELECT event_id, producer, latency_us, kafka_partition, kafka_offset, stage_latency_us "
@@ -129,8 +116,9 @@ def test_insert_raw_avro_container_is_parsed_by_clickhouse(store, make_telemetry
     assert agg == [{"n": 20}]
 
 
-def test_corrupt_avro_is_rejected_with_clickhouse_reason_and_nothing_is_stored(store, make_telemetry, minute):
-    good = _ocf([make_telemetry(at=minute(0))], [("t", 0, 0)])
+def test_corrupt_avro_is_rejected_with_clickhouse_reason_and_nothing_is_stored(store, make_telemetry, minute,
+                                                                              avro_container):
+    good = avro_container([make_telemetry(at=minute(0))], [("t", 0, 0)])
     with pytest.raises(ClickHouseError) as err:
         store.insert_raw("inference_telemetry_ingest", good[:-9] + b"\xff" * 9, "Avro")
     assert err.value.code is not None

@@ -105,9 +105,19 @@ def produce(producer: EventProducer, topic: str, messages) -> list[tuple[tuple[i
     return [(coords, msg) for _, coords, msg in landed]
 
 
+def refusal(value: bytes | None) -> tuple[bytes, bytes]:
+    """(reason, error type) a refused value must be dead-lettered with: a well-formed event of another type
+    is unexpected on this topic, anything else is undecodable."""
+    try:
+        CODEC.decode(value)
+    except SerializationError:
+        return b"undecodable", b"SerializationError"
+    return b"unexpected_type", b"UnexpectedType"
+
+
 def check_dead_letter(dead, value, headers, topic: str, group: str) -> None:
     h = dict(dead.headers())
-    assert h[D.H_REASON] == b"undecodable" and h[D.H_ERROR_TYPE] == b"SerializationError"
+    assert (h[D.H_REASON], h[D.H_ERROR_TYPE]) == refusal(value)
     assert h[D.H_ERROR].strip() and h[D.H_TOPIC] == topic.encode() and h[D.H_GROUP] == group.encode()
     assert dead.value() == (value if value is not None else b"")   # the original bytes, kept as data
     assert all(h[k] == v for k, v in headers.items()), "original headers are kept"

@@ -12,6 +12,8 @@ from infra.kafka import ConsumerRunner, EventProducer
 from infra.kafka import dlq as D
 from infra.kafka.topics import MONITORING_DRIFT, dlq_name
 
+from tests.event_samples import legacy_framed
+
 from .conftest import committed, drift_event, read_all, wait_for
 
 pytestmark = pytest.mark.stack
@@ -40,8 +42,8 @@ def test_events_flow_and_garbage_goes_to_the_dlq_while_the_consumer_keeps_runnin
     assert seen == [e["header"]["event_id"] for e in sent]   # one key → one partition → order kept
     dead = read_all(s, dlq_name(topic), 3)
     assert len(dead) == 3
-    reasons = {dict(m.headers())[D.H_REASON] for m in dead}
-    assert reasons == {b"undecodable"}
+    reasons = sorted(dict(m.headers())[D.H_REASON] for m in dead)
+    assert reasons == [b"undecodable", b"undecodable", b"unexpected_type"]
     h = dict(dead[0].headers())
     assert h[D.H_TOPIC] == topic.encode() and h[D.H_GROUP] == b"g-flow" and int(h[D.H_OFFSET]) >= 0
     assert dead[0].value() == b"\x00garbage\xff"      # the original bytes, kept as data
@@ -134,3 +136,21 @@ def test_processed_log_gives_one_effect_per_event_id_across_duplicates_and_a_rep
     with runner_thread(replay):
         assert wait_for(lambda: replay.stats.duplicates == 6)
     assert len(effects) == 4 and replay.stats.processed == 0
+
+
+def test_legacy_order_events_are_handled_and_counted(isolated_settings, runner_thread):
+    s = isolated_settings
+    topic = s.topic(MONITORING_DRIFT)
+    producer = EventProducer(s, name="tests")
+    seen: list[str] = []
+    runner = ConsumerRunner(s, group_id="g-legacy", topics=[topic], handler=lambda env: seen.append(env.event_id),
+                            name="legacy")
+    events = [drift_event(i) for i in range(3)]
+    with runner_thread(runner):
+        producer.send_raw(topic, legacy_framed("DriftDetected", events[0]), b"m")   # already on the topic
+        producer.send(topic, "DriftDetected", events[1], key="m")
+        producer.send_raw(topic, legacy_framed("DriftDetected", events[2]), b"m")
+        producer.flush()
+        assert wait_for(lambda: len(seen) == 3)
+    assert seen == [e["header"]["event_id"] for e in events]
+    assert runner.stats.legacy_framing == 2 and runner.stats.dead_lettered == 0

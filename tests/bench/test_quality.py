@@ -1,0 +1,41 @@
+"""The quality suite on its two quick datasets, through the real embedded loop (stack, training and deployer
+processes): its JSON and table have the documented shape and hold the loop's real numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
+
+ROW_KEYS = {"dataset", "task", "source", "rows", "primary_metric", "higher_is_better", "model", "baselines",
+            "best_baseline", "best_baseline_value", "difference", "ci_low", "ci_high", "ci_confidence",
+            "non_inferior", "beats_linear", "boosting_beats_linear", "deployed", "decision_reason", "train_s",
+            "loop_s", "null_warnings"}
+
+
+def test_quick_quality_suite_reports_the_loop_s_models_against_their_baselines(tmp_path, monkeypatch):
+    from bench import bench_quality as Q
+    from bench.bench_quality_data import QUICK
+
+    for key in [k for k in os.environ if k.startswith("MODELBUS_")]:
+        monkeypatch.delenv(key)
+    records = Q.run(quick=True, out_dir=tmp_path)
+    doc = json.loads((tmp_path / "quality.json").read_text())
+    rows = {r["dataset"]: r for r in doc["rows"]}
+    assert list(rows) == list(QUICK) and all(set(r) == ROW_KEYS for r in rows.values())
+    for r in rows.values():
+        sign = 1 if r["higher_is_better"] else -1
+        assert r["best_baseline"] in r["baselines"] and r["best_baseline_value"] == pytest.approx(
+            r["baselines"][r["best_baseline"]], abs=0.05)
+        assert r["difference"] == pytest.approx(sign * (r["model"] - r["best_baseline_value"]), abs=0.05)
+        assert r["deployed"] is True and 0 < r["train_s"] <= Q.TRAIN_BUDGET_S and r["loop_s"] >= r["train_s"]
+        assert (r["ci_low"] is None) == (r["non_inferior"] is None)   # CI from the gate, or clearly n/a
+    assert rows["penguins_species"]["rows"] == 344 and rows["penguins_species"]["null_warnings"]
+    assert rows["diabetes"]["primary_metric"] == "rmse" and rows["diabetes"]["higher_is_better"] is False
+    table = (tmp_path / "quality.md").read_text()
+    assert table.startswith("| dataset | task | metric | model |") and all(name in table for name in QUICK)
+    assert doc["targets"]["datasets"] == 2 and doc["targets"]["deployed"] == 2
+    assert [r["met"] for r in records][-1] is True and len(records) == len(QUICK) + 2

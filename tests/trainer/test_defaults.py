@@ -1,0 +1,93 @@
+"""The default budget (trainer.defaults via TrainingSpec.resolved), early stopping and the automatic search.
+
+Real torch on tiny data: every fit here is a few hundred steps of a small MLP.
+"""
+
+import time
+
+import pytest
+import torch
+
+from trainer import defaults as D
+from trainer.loop import TensorSet, fit
+from trainer.models import ModelConfig, build_model
+from trainer.run import train_and_evaluate
+from trainer.spec import TrainingSpec
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("n_train", [40, 300, 5_000, 200_000])
+def test_budget_follows_the_row_count_within_its_bounds(n_train):
+    spec = TrainingSpec().resolved(n_train)
+    assert D.MIN_BATCH <= spec.batch_size <= D.MAX_BATCH and spec.batch_size & (spec.batch_size - 1) == 0
+    assert D.MIN_EPOCHS <= spec.epochs <= D.MAX_EPOCHS
+    assert D.MIN_PATIENCE <= spec.early_stopping_patience <= D.MAX_PATIENCE
+    assert spec.lr == D.LR and spec.search_trials == D.SEARCH_TRIALS
+
+
+def test_small_data_gets_small_batches_and_more_epochs_than_large_data():
+    small, large = TrainingSpec().resolved(300), TrainingSpec().resolved(50_000)
+    assert small.batch_size < large.batch_size and small.epochs > large.epochs
+    assert large.epochs * -(-50_000 // large.batch_size) >= D.TARGET_STEPS   # the step budget is reached
+
+
+def test_hand_set_fields_are_kept_and_switch_the_search_off():
+    spec = TrainingSpec(epochs=7, early_stopping_patience=None).resolved(1000)
+    assert spec.epochs == 7 and spec.early_stopping_patience is None and spec.search_trials == 0
+    assert TrainingSpec(batch_size=16, search_trials=2).resolved(1000).search_trials == 2
+    assert TrainingSpec().spec_hash() == TrainingSpec(epochs="auto").spec_hash()   # run ids of pushes unchanged
+
+
+def _toy(n=256, flip=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, generator=g)
+    y = ((x[:, 0] + 0.5 * torch.randn(n, generator=g)) > 0).long()
+    return TensorSet((x, torch.zeros((n, 0), dtype=torch.long)), 1 - y if flip else y)
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return build_model(ModelConfig(kind="mlp", n_outputs=2, hidden_sizes=(8,), dropout=0.0, n_numeric=3))
+
+
+def test_auto_early_stopping_ends_the_run_and_the_progress_bar_at_the_real_end():
+    # Validation labels are flipped: validation loss worsens from the first epochs, so patience fires.
+    events = []
+    spec = TrainingSpec(device="cpu", hidden_sizes=(8,))
+    resolved = spec.resolved(256)
+    result = fit(_mlp(), _toy(), _toy(flip=True), spec, task="binary", device=CPU,
+                 progress=lambda stage, done, total: events.append((stage, done, total)))
+    assert result.stopped_early and result.epochs_run < resolved.epochs
+    assert result.epochs_run - result.best_epoch == resolved.early_stopping_patience
+    epochs = [e for e in events if e[0] == "epoch"]
+    assert epochs[-1] == ("epoch", result.epochs_run, result.epochs_run)   # the bar is full where training ended
+    assert all(total == resolved.epochs for _, _, total in epochs[:-1])
+
+
+def test_the_deadline_stops_training_with_the_best_weights_so_far():
+    spec = TrainingSpec(device="cpu", hidden_sizes=(8,), epochs=10_000, early_stopping_patience=None)
+    t0 = time.monotonic()
+    result = fit(_mlp(), _toy(), _toy(seed=1), spec, task="binary", device=CPU, deadline=t0 + 0.5)
+    assert result.epochs_run < 10_000 and result.stopped_early
+    assert time.monotonic() - t0 < 5
+    assert any("time budget" in w for w in result.warnings)
+
+
+def test_the_search_runs_only_when_the_first_candidate_loses_on_validation(tabular, make_info, tmp_path):
+    """A 1-epoch first candidate with a tiny learning rate loses to the linear baseline; the search must pick a
+    better one on the validation split and record what it tried."""
+    info = make_info()
+    weak = dict(device="cpu", epochs=1, lr=1e-5, hidden_sizes=(8,), min_slice_rows=5, time_budget_s=20.0)
+    res = train_and_evaluate(tabular(n=400), info, TrainingSpec(**weak, search_trials=2), tmp_path / "a")
+    search = res.params["auto_search"]
+    assert search["first_val"] < search["baseline_val"] and len(search["trials"]) == 2
+    assert search["chosen"].startswith("trial ")
+    best_trial = max(t["val"] for t in search["trials"])
+    assert best_trial > search["first_val"]
+    strong = train_and_evaluate(tabular(n=400), info, TrainingSpec(**{**weak, "epochs": 40, "lr": 3e-3},
+                                                                   search_trials=2), tmp_path / "b")
+    s = strong.params["auto_search"]
+    assert (s["trials"] == []) == (s["first_val"] > s["baseline_val"]) and s["reason"]
+    assert "auto_search" not in train_and_evaluate(tabular(n=400), info, TrainingSpec(**weak),
+                                                   tmp_path / "c").params

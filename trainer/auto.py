@@ -1,0 +1,134 @@
+"""The default run's model choice: a first candidate, then a small search if it loses to a baseline.
+
+Everything here is judged on the *validation* split: the baselines are fitted on
+the training rows and scored on the validation rows, exactly like the network's
+candidates, so the test split stays untouched for the gate's paired comparison.
+The search is Optuna's TPE sampler (seeded, so a rerun tries the same trials)
+over ``trainer.defaults.search_space``, inside the run's ``time_budget_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+import optuna
+import torch
+from torch import nn
+
+from trainer import defaults as D
+from trainer.loop import FitResult, TensorSet, fit
+from trainer.models import ModelConfig, build_model
+from trainer.spec import TrainingSpec
+
+log = logging.getLogger(__name__)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+Score = Callable[[nn.Module], float]  # validation primary metric of a trained network
+
+
+@dataclass
+class Candidate:
+    net: nn.Module
+    fitted: FitResult
+    spec: TrainingSpec
+    cfg: ModelConfig
+    val_score: float
+
+
+@dataclass
+class SearchReport:
+    """What the automatic search did, stored with the run's params (``auto_search``)."""
+
+    baseline: str = ""
+    baseline_val: float | None = None
+    first_val: float | None = None
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    chosen: str = "first"
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"baseline": self.baseline, "baseline_val": self.baseline_val, "first_val": self.first_val,
+                "trials": self.trials, "chosen": self.chosen, "reason": self.reason}
+
+
+def first_deadline(spec: TrainingSpec, started: float) -> float | None:
+    """The first candidate's share of the time budget: half when a search may follow, else all of it."""
+    if spec.time_budget_s is None:
+        return None
+    share = 0.5 if spec.search_trials else 1.0
+    return started + share * spec.time_budget_s
+
+
+def search(first: Candidate, *, train: TensorSet, val: TensorSet, task: str, device: torch.device,
+           score: Score, baselines: dict[str, float], higher: bool, deadline: float | None) -> tuple[Candidate,
+                                                                                                  SearchReport]:
+    """The best candidate on validation: ``first``, or a search trial when ``first`` loses to a baseline.
+
+    ``baselines``: each baseline's validation primary metric. A trial runs only
+    while the deadline has not passed; each trial's fit also stops at it.
+    """
+    sign = 1.0 if higher else -1.0
+    name, base = max(baselines.items(), key=lambda kv: sign * kv[1])
+    report = SearchReport(baseline=name, baseline_val=base, first_val=first.val_score)
+    n_trials = int(first.spec.search_trials or 0)
+    if sign * first.val_score > sign * base:
+        report.reason = f"the first candidate beats {name} on validation"
+        return first, report
+    if higher and first.val_score >= 1.0:
+        report.reason = f"the first candidate ties {name} at the metric's ceiling; no search can beat it"
+        return first, report
+    if not n_trials:
+        report.reason = f"the first candidate does not beat {name}; search is off (a hand-set budget)"
+        return first, report
+    study = optuna.create_study(direction="maximize" if higher else "minimize",
+                                sampler=optuna.samplers.TPESampler(seed=D.SEARCH_SEED))
+    best = first
+    space = D.search_space(len(train))
+    for number in range(n_trials):
+        if deadline is not None and time.monotonic() >= deadline:
+            report.reason = f"the time budget allowed {number} of {n_trials} trials"
+            break
+        trial = study.ask()
+        params = _suggest(trial, space)
+        cand = _train_trial(first, params, train=train, val=val, task=task, device=device, score=score,
+                            deadline=deadline)
+        study.tell(trial, cand.val_score)
+        report.trials.append({"number": number, **{k: list(v) if isinstance(v, tuple) else v
+                                                    for k, v in params.items()},
+                              "val": cand.val_score, "epochs_run": cand.fitted.epochs_run})
+        if sign * cand.val_score > sign * best.val_score:
+            best, report.chosen = cand, f"trial {number}"
+    else:
+        report.reason = f"{n_trials} trials ran"
+    log.info("automatic search: %s; chosen %s (validation %.4g, first %.4g, %s %.4g)", report.reason,
+             report.chosen, best.val_score, first.val_score, name, base)
+    return best, report
+
+
+def _suggest(trial: optuna.Trial, space: dict[str, tuple]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, (kind, *args) in space.items():
+        if kind == "log":
+            out[name] = trial.suggest_float(name, args[0], args[1], log=True)
+        elif kind == "float":
+            out[name] = trial.suggest_float(name, args[0], args[1])
+        else:
+            choices = args[0]
+            pick = trial.suggest_categorical(name, list(range(len(choices))))
+            out[name] = choices[pick]
+    return out
+
+
+def _train_trial(first: Candidate, params: dict[str, Any], *, train: TensorSet, val: TensorSet, task: str,
+                 device: torch.device, score: Score, deadline: float | None) -> Candidate:
+    budget = D.budget(len(train), batch=params["batch_size"])
+    spec = first.spec.model_copy(update={**params, **budget, "search_trials": 0})
+    cfg = replace(first.cfg, hidden_sizes=tuple(params["hidden_sizes"]), dropout=float(params["dropout"]))
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(spec.seed)
+        net = build_model(cfg)
+        fitted = fit(net, train, val, spec, task=task, device=device, deadline=deadline)
+    return Candidate(net, fitted, spec, cfg, score(net))
