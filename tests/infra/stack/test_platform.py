@@ -182,3 +182,10 @@ def test_a_consumer_that_crashes_at_start_fails_up_and_stops_everything(tmp_path
     assert "consumer metadata-sink-1 exited at start with code 2" in line and "--no-such-option" in line, line
     assert not leftover and not list((data_dir / "run").glob("*.pid"))
     assert not as_json(env, "status")["healthy"]
+
+
+def test_too_little_disk_gives_one_line_before_anything_starts(tmp_path):
+    """The real free space is below the configured floor (a full disk cannot be made here)."""
+    data_dir = tmp_path / "data"
+    line = one_error_line(modelbus(platform_env(data_dir, MODELBUS_STACK__MIN_FREE_MB=str(1 << 40)), "up"))
+    assert "MiB free under" in line and not platform_pids(data_dir)
