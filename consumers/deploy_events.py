@@ -98,12 +98,19 @@ def with_decision(state: Mapping[str, Any] | None, version: int, decision: str, 
     return state
 
 
+_CHECK_NUMBERS = ("value", "threshold", "reference_value", "difference", "ci_low", "ci_high", "confidence", "margin")
+
+
 def gate_checks(checks: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """GateCheck records (every check, passed or not, with its numbers)."""
-    return [{"name": str(c["name"]), "passed": bool(c["passed"]),
-             "value": None if c.get("value") is None else float(c["value"]),
-             "threshold": None if c.get("threshold") is None else float(c["threshold"]),
-             "detail": str(c.get("detail", ""))} for c in checks]
+    """GateCheck records (every check, passed or not, with its numbers, interval and rule)."""
+    out = []
+    for c in checks:
+        rec = {"name": str(c["name"]), "passed": bool(c["passed"]), "detail": str(c.get("detail", "")),
+               "n": None if c.get("n") is None else int(c["n"]), "rule": str(c.get("rule") or ""),
+               "decisive": bool(c.get("decisive", True))}
+        rec.update({k: None if c.get(k) is None else float(c[k]) for k in _CHECK_NUMBERS})
+        out.append(rec)
+    return out
 
 
 def deployed_event(registered: Mapping[str, Any], decision: Any, result: Any, *,

@@ -49,6 +49,7 @@ from typing import Any, Callable
 import faust
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from consumers import gate_evidence
 from consumers.deploy_events import (DEPLOYED, PRODUCER, REJECTED, champion_record, decision_event_id, deployed_event,
                                      effective_champion, record_from_deployed, rejected_event, with_decision)
 from consumers.reconcile import STAGE_RECONCILE, reconcile, triton_live
@@ -269,7 +270,8 @@ class DeployerWorker:
                                                                            at_us=time.time_ns() // 1000))
         if rejected_id in announced:
             return Outcome(REJECTED, rejected_id)
-        decision = gate.decide(value, champion, self.settings)
+        rows = gate_evidence.paired_rows(self.deployer.store, value, champion)
+        decision = gate.decide(value, champion, self.settings, rows)
         champion_version = int(champion["model_version"]) if champion else None
         log.info("stage=%s model=%s version=%d passed=%s vs champion v%s: %s", STAGE_GATE, name, version,
                  decision.passed, champion_version, decision.reason or "all checks passed")

@@ -187,9 +187,20 @@ class TrainingSettings(_Section):
 
 class ServingSettings(_Section):
     primary_metric_margin: float = Field(
-        0.0, description="How much a candidate must beat the champion's primary metric by to deploy."
+        0.01, ge=0, description="Margin of the champion comparison (primary metric units, on the same test rows)."
     )
-    slice_tolerance: float = Field(0.05, ge=0, description="Largest allowed drop of the primary metric on any slice.")
+    champion_rule: Literal["superiority", "non_inferiority"] = Field(
+        "non_inferiority", description="Champion rule: the gain's CI lower bound must exceed +margin "
+                                       "(superiority) or -margin (non_inferiority).")
+    baseline_rule: Literal["superiority", "non_inferiority"] = Field(
+        "non_inferiority", description="Rule of the comparison with every baseline (ties at the ceiling pass "
+                                       "non_inferiority).")
+    baseline_margin: float = Field(0.01, ge=0, description="Margin of the baseline comparisons.")
+    confidence: float = Field(0.95, ge=0.5, lt=1, description="Confidence level of the gate's paired intervals.")
+    min_slice_rows: int = Field(
+        30, ge=1, description="Slices with fewer test rows are reported by the gate but do not decide.")
+    slice_tolerance: float = Field(
+        0.05, ge=0, description="A slice rejects when credibly worse than the champion by more than this.")
     policies: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per model name overrides of the gate policy (same keys as above)."
     )

@@ -16,6 +16,7 @@ from rich.console import Console, Group
 from rich.table import Table
 
 from infra.errors import ModelBusError
+from trainer.cli_gate import model_tables
 
 _RUNS_SQL = """
 SELECT run_id,
@@ -57,6 +58,7 @@ class RunRecord:
     model: dict[str, Any] | None = None
     dataset: dict[str, Any] | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    gate_tables: list[Any] = field(default_factory=list)   # slices, behavioural tests, gate checks
 
     @property
     def final(self) -> dict[str, Any] | None:
@@ -118,6 +120,7 @@ def load_run(store, prefix: str, registry: Any = None) -> RunRecord:
     events = store.query_rows("SELECT * FROM training_runs FINAL WHERE run_id = {run:String} "
                               "ORDER BY event_time, attempt", {"run": run_id})
     rec = RunRecord(summary=summary, events=events, model=_models(store, [run_id]).get(run_id))
+    rec.gate_tables = model_tables(store, run_id, rec.model)
     ds = store.query_rows("SELECT name, version, uri, checksum, row_count, size_bytes, event_time FROM datasets FINAL "
                           "WHERE name = {n:String} AND version = {v:String} ORDER BY event_time LIMIT 1",
                           {"n": summary["dataset_name"], "v": summary["dataset_version"]})
@@ -238,6 +241,7 @@ def show_run(rec: RunRecord) -> Group:
                                               "primary metric": f"{m['primary_metric']} = "
                                               f"{_fmt(m['metrics'].get(m['primary_metric']))}",
                                               "artifact": m["artifact_uri"], "checksum": m["checksum"]}))
+    parts.extend(rec.gate_tables)
     if final and final.get("artifact_uris"):
         uris = final["artifact_uris"]
         parts.append(_kv("artifacts", {k: uris[k] for k in ("artifact", "report", "checkpoint") if k in uris}))

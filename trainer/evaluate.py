@@ -44,34 +44,60 @@ def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10)
     return float(total)
 
 
-def classification_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    """accuracy, macro_f1, roc_auc (binary, or one-vs-rest macro), log_loss, ece."""
-    proba = normalize_proba(proba)
+CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "ece", "log_loss", "roc_auc")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
+
+
+def metric_value(task: str, name: str, y: np.ndarray, output: np.ndarray) -> float:
+    """One metric of ``output`` on ``y``; NaN where it is undefined (one class only, R² of constant labels).
+
+    The one definition of every metric: the run's reports, the baselines and the
+    gate's paired bootstrap all call it, so their numbers agree.
+    """
+    if len(y) == 0:
+        return math.nan
+    if task == "regression":
+        y, pred = np.asarray(y, dtype=np.float64), np.asarray(output, dtype=np.float64).reshape(-1)
+        if name == "rmse":
+            return float(skm.root_mean_squared_error(y, pred))
+        if name == "mae":
+            return float(skm.mean_absolute_error(y, pred))
+        if name == "r2":
+            return float(skm.r2_score(y, pred)) if len(y) >= 2 and np.ptp(y) > 0 else math.nan
+        raise KeyError(f"unknown regression metric {name!r}")
+    proba = normalize_proba(output)
     k = proba.shape[1]
-    pred = proba.argmax(axis=1)
     labels = list(range(k))
-    out: dict[str, float] = {
-        "accuracy": skm.accuracy_score(y, pred),
-        "macro_f1": skm.f1_score(y, pred, average="macro", labels=labels, zero_division=0),
-        "ece": expected_calibration_error(y, proba),
-    }
+    if name == "accuracy":
+        return float(np.mean(proba.argmax(axis=1) == y))
+    if name == "macro_f1":
+        return float(skm.f1_score(y, proba.argmax(axis=1), average="macro", labels=labels, zero_division=0))
+    if name == "ece":
+        return expected_calibration_error(y, proba)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _maybe(out, "log_loss", lambda: skm.log_loss(y, proba, labels=labels))
-        if k == 2:
-            _maybe(out, "roc_auc", lambda: skm.roc_auc_score(y, proba[:, 1]))
-        else:
-            _maybe(out, "roc_auc", lambda: skm.roc_auc_score(y, proba, multi_class="ovr", labels=labels))
-    return {name: float(v) for name, v in out.items() if math.isfinite(v)}
+        try:
+            if name == "log_loss":
+                return float(skm.log_loss(y, proba, labels=labels))
+            if name == "roc_auc":
+                if k == 2:
+                    return float(skm.roc_auc_score(y, proba[:, 1]))
+                return float(skm.roc_auc_score(y, proba, multi_class="ovr", labels=labels))
+        except ValueError:  # undefined here (e.g. one class only)
+            return math.nan
+    raise KeyError(f"unknown classification metric {name!r}")
+
+
+def classification_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """accuracy, macro_f1, roc_auc (binary, or one-vs-rest macro), log_loss, ece."""
+    values = {name: metric_value("binary", name, y, proba) for name in CLASSIFICATION_METRICS}
+    return {name: v for name, v in values.items() if math.isfinite(v)}
 
 
 def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     """rmse, mae, r2."""
-    y, pred = np.asarray(y, dtype=np.float64), np.asarray(pred, dtype=np.float64).reshape(-1)
-    out = {"rmse": skm.root_mean_squared_error(y, pred), "mae": skm.mean_absolute_error(y, pred)}
-    if len(y) >= 2 and np.ptp(y) > 0:
-        out["r2"] = skm.r2_score(y, pred)
-    return {name: float(v) for name, v in out.items() if math.isfinite(v)}
+    values = {name: metric_value("regression", name, y, pred) for name in REGRESSION_METRICS}
+    return {name: v for name, v in values.items() if math.isfinite(v)}
 
 
 def compute_metrics(task: str, y: np.ndarray, output: np.ndarray) -> dict[str, float]:
@@ -81,13 +107,6 @@ def compute_metrics(task: str, y: np.ndarray, output: np.ndarray) -> dict[str, f
     if task == "regression":
         return regression_metrics(y, output)
     return classification_metrics(y, output)
-
-
-def _maybe(out: dict[str, float], name: str, fn) -> None:
-    try:
-        out[name] = fn()
-    except ValueError:  # undefined here (e.g. one class only)
-        pass
 
 
 def slice_values(series: pd.Series) -> np.ndarray:

@@ -22,15 +22,17 @@ import torch
 
 from trainer.auto import Candidate, first_deadline, search
 from trainer.baselines import run_baselines
+from trainer.behaviour import run_behaviour_tests
 from trainer.checks import run_checks
-from trainer.data import Split, Table, as_table, encode_labels, split_indices
+from trainer.data import Split, Table, as_table, encode_labels, row_hashes, row_ids, split_indices
 from trainer.errors import TrainingCheckError
-from trainer.evaluate import compute_metrics, primary_metric, slice_metrics
-from trainer.export import export_model, sample_columns
+from trainer.evaluate import compute_metrics, primary_metric, slice_metrics, slice_values
+from trainer.export import export_model, load_exported, predict_columns, sample_columns
 from trainer.loop import (CheckpointErrorCallback, EpochCallback, ProgressCallback, TensorSet, fit, predict,
                           resolve_device)
 from trainer.models import ModelConfig, build_model, param_count, resolve_kind
-from trainer.preprocess import Preprocessing, fit_preprocessing
+from trainer.predictions import PREDICTIONS_FILE, write_test_predictions
+from trainer.preprocess import Preprocessing, fit_preprocessing, numeric_values
 from trainer.provenance import code_version, environment
 from trainer.report import ReportInput, write_report
 from trainer.spec import DatasetInfo, TrainingSpec
@@ -68,6 +70,7 @@ class TrainResult:
     resumed_from_epoch: int
     split_sizes: dict[str, int]
     warnings: tuple[str, ...]
+    behaviour_tests: tuple[dict[str, Any], ...] = ()
 
     def final_metrics(self) -> dict[str, float]:
         """Flat map for TrainingRunUpdated: ``test_<metric>`` and ``baseline_<name>_<metric>``."""
@@ -99,8 +102,7 @@ def train_and_evaluate(data: Any, info: DatasetInfo, spec: TrainingSpec, out_dir
     if info.task == "binary" and len(labels) > 2:
         raise TrainingCheckError(f"task is 'binary' but the label has {len(labels)} classes; use 'multiclass'")
     checked = run_checks(table, info, y, labels, spec)
-    split = split_indices(table, info, y, seed=spec.seed, val_fraction=spec.val_fraction,
-                          test_fraction=spec.test_fraction)
+    split = split_indices(table, info, y, val_fraction=spec.val_fraction, test_fraction=spec.test_fraction)
     requested_hash, spec = spec.spec_hash(), spec.resolved(len(split.train))
     regression = info.task == "regression"
     prep = fit_preprocessing(table, checked.features, split.train,
@@ -142,8 +144,11 @@ def train_and_evaluate(data: Any, info: DatasetInfo, spec: TrainingSpec, out_dir
     test_out = _outputs(net, sets["test"].inputs, prep, regression, device)
     y_test = y[split.test]
     metrics = compute_metrics(info.task, y_test, test_out)
-    baselines = run_baselines(info.task, sets["train"].inputs, y[split.train], sets["test"].inputs, y_test,
-                              cardinalities=prep.cardinalities, n_classes=len(labels), seed=spec.seed)
+    baseline_out = run_baselines(info.task, sets["train"].inputs, y[split.train], sets["test"].inputs,
+                                 cardinalities=prep.cardinalities, n_classes=len(labels), seed=spec.seed,
+                                 raw_train=_raw_numeric(table, prep, split.train),
+                                 raw_test=_raw_numeric(table, prep, split.test))
+    baselines = {name: compute_metrics(info.task, y_test, o) for name, o in baseline_out.items()}
     step("evaluate", 1, 3)
     shown = [c for c in dict.fromkeys([*checked.features, info.label_column, *info.slice_columns,
                                        *([info.time_column] if info.time_column else [])]) if c in table.frame]
@@ -162,6 +167,10 @@ def train_and_evaluate(data: Any, info: DatasetInfo, spec: TrainingSpec, out_dir
     exported = export_model(out, net, prep, task=info.task, labels=labels, model_name=model_name,
                             model_version=model_version, sample=sample)
     warnings = (*checked.warnings, *fitted.warnings)
+    behaviour = _behaviour(spec, out, test_frame, info.task, labels, y_test)
+    write_test_predictions(out / PREDICTIONS_FILE, row_ids(row_hashes(table, info)[split.test]), y_test,
+                           {"candidate": test_out, **baseline_out},
+                           {c: slice_values(test_frame[c]) for c in info.slice_columns})
     report_files = write_report(out / REPORT_DIR, ReportInput(
         task=info.task, labels=labels, y_test=y_test, output=test_out, metrics=metrics, baseline_metrics=baselines,
         slices=slices, test_frame=test_frame, test_rows=split.test, primary_metric=primary, higher_is_better=higher,
@@ -179,9 +188,10 @@ def train_and_evaluate(data: Any, info: DatasetInfo, spec: TrainingSpec, out_dir
         "task": info.task, "primary_metric": primary, "higher_is_better": higher, "metrics": metrics,
         "baseline_metrics": baselines, "slice_metrics": slices, "history": fitted.history,
         "best_epoch": fitted.best_epoch, "split": {"strategy": split.strategy, **split.sizes()},
-        "params": params, "warnings": list(warnings)})
+        "params": params, "warnings": list(warnings), "behaviour_tests": behaviour})
     _dump(out / REFERENCE_STATS_FILE, ref_stats)
     files = {**exported.files, "metrics": out / METRICS_FILE, "reference_stats": out / REFERENCE_STATS_FILE,
+             "test_predictions": out / PREDICTIONS_FILE,
              **{f"report/{k}": v for k, v in report_files.items()}}
     return TrainResult(
         task=info.task, metrics=metrics, baseline_metrics=baselines, slice_metrics=slices,
@@ -191,7 +201,32 @@ def train_and_evaluate(data: Any, info: DatasetInfo, spec: TrainingSpec, out_dir
         params=params, seed=spec.seed, duration_s=time.perf_counter() - started, environment=env,
         code_version=code_version(), history=fitted.history, best_epoch=fitted.best_epoch,
         epochs_run=fitted.epochs_run, resumed_from_epoch=fitted.resumed_from, split_sizes=split.sizes(),
-        warnings=tuple(warnings))
+        warnings=tuple(warnings), behaviour_tests=tuple(behaviour))
+
+
+def _raw_numeric(table: Table, prep: Preprocessing, rows: np.ndarray) -> np.ndarray | None:
+    """Numeric features before imputation (NaN = missing), for the baseline that handles missing values."""
+    if prep.is_image:
+        return None
+    frame = table.frame.iloc[rows]
+    return np.stack([numeric_values(frame[i.column]) for i in prep.numeric], axis=1) if prep.numeric \
+        else np.zeros((len(rows), 0), dtype=np.float32)
+
+
+def _behaviour(spec: TrainingSpec, out: Path, test_frame: pd.DataFrame, task: str, labels: list[str],
+               y_test: np.ndarray) -> list[dict[str, Any]]:
+    """The spec's behavioural tests, run on the exported model (what will serve) over the test split."""
+    if not spec.behaviour_tests:
+        return []
+    model, sig = load_exported(out)
+    names = [o["name"] for o in sig["outputs"]]
+
+    def predict(columns: dict[str, list]) -> tuple[np.ndarray, np.ndarray]:
+        res = predict_columns(model, sig, columns)
+        return res[names[0]], res[names[1]]
+
+    return run_behaviour_tests(spec.behaviour_tests, predict, test_frame, sig["inputs"], task=task, labels=labels,
+                               y=y_test)
 
 
 def _choose(first: Candidate, sets: dict[str, TensorSet], y: np.ndarray, split: Split, prep: Preprocessing,
@@ -204,8 +239,9 @@ def _choose(first: Candidate, sets: dict[str, TensorSet], y: np.ndarray, split: 
         return compute_metrics(info.task, y_val, _outputs(net, sets["val"].inputs, prep, regression, device))[primary]
 
     first.val_score = score(first.net)
-    base = run_baselines(info.task, sets["train"].inputs, y[split.train], sets["val"].inputs, y_val,
-                         cardinalities=prep.cardinalities, n_classes=n_classes, seed=first.spec.seed)
+    base_out = run_baselines(info.task, sets["train"].inputs, y[split.train], sets["val"].inputs,
+                             cardinalities=prep.cardinalities, n_classes=n_classes, seed=first.spec.seed)
+    base = {name: compute_metrics(info.task, y_val, o) for name, o in base_out.items()}
     budget = first.spec.time_budget_s
     best, report = search(first, train=sets["train"], val=sets["val"], task=info.task, device=device, score=score,
                           baselines={k: v[primary] for k, v in base.items() if primary in v}, higher=higher,

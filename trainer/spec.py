@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainer import defaults as D
+from trainer.behaviour import BehaviouralTest
 from trainer.errors import TrainerError
 
 Task = Literal["binary", "multiclass", "regression"]
@@ -65,6 +66,8 @@ class TrainingSpec(BaseModel):
     min_slice_rows: int = Field(10, ge=1, description="Slices with fewer test rows get counts only, no metrics.")
     check_leakage: bool = Field(True, description="Fail when a feature alone perfectly predicts the label.")
     register_model: bool = Field(True, description="Register the model (ModelRegistered); search trials set false.")
+    behaviour_tests: tuple[BehaviouralTest, ...] = Field(
+        (), description="Behavioural tests run on the exported model (trainer/behaviour.py); a failed one rejects.")
 
     @model_validator(mode="after")
     def _fractions_leave_training_rows(self) -> "TrainingSpec":

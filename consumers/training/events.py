@@ -83,6 +83,9 @@ def model_registered(job: Any, result: Any, *, version: int, artifact_uri: str, 
         "params_json": json.dumps(result.params, sort_keys=True, default=str),
         "code_version": result.code_version,
         "report_uri": report_uri,
+        "test_predictions_uri": (f"{artifact_uri.rstrip('/')}/{result.files['test_predictions']}"
+                                 if "test_predictions" in result.files else None),
+        "behaviour_tests": [dict(b) for b in getattr(result, "behaviour_tests", ())],
     }
 
 

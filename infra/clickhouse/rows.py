@@ -52,8 +52,17 @@ def _plain(value: dict[str, Any], skip: Iterable[str] = ()) -> dict[str, Any]:
     return {k: v for k, v in value.items() if k not in skip}
 
 
+_CHECK_FIELDS = ("name", "passed", "value", "threshold", "detail", "n", "reference_value", "difference", "ci_low",
+                 "ci_high", "confidence", "rule", "margin", "decisive")
+_BEHAVIOUR_FIELDS = ("name", "kind", "passed", "n", "value", "threshold", "detail")
+
+
+def _nested(prefix: str, records: list[dict[str, Any]], names: Iterable[str]) -> dict[str, list]:
+    return {f"{prefix}.{f}": [r[f] for r in records] for f in names}
+
+
 def _checks(checks: list[dict[str, Any]]) -> dict[str, list]:
-    return {f"checks.{f}": [c[f] for c in checks] for f in ("name", "passed", "value", "threshold", "detail")}
+    return _nested("checks", checks, _CHECK_FIELDS)
 
 
 def _stats_rows(head: dict[str, Any], kind: str, name: str, version: str, stats: list[dict]) -> list[dict]:
@@ -70,8 +79,9 @@ def rows_for(event_type: str, value: dict[str, Any]) -> dict[str, list[dict[str,
                 "column_stats": _stats_rows(head, "dataset", value["name"], value["version"], value["statistics"])}
     if event_type == "ModelRegistered":
         slices = value["slice_metrics"]
-        row = {**head, **_plain(value, ["slice_metrics", "reference_stats"]),
-               **{f"slice_metrics.{f}": [s[f] for s in slices] for f in ("column", "value", "count", "metrics")}}
+        row = {**head, **_plain(value, ["slice_metrics", "reference_stats", "behaviour_tests"]),
+               **_nested("slice_metrics", slices, ("column", "value", "count", "metrics")),
+               **_nested("behaviour_tests", value.get("behaviour_tests") or [], _BEHAVIOUR_FIELDS)}
         return {"models": [row],
                 "column_stats": _stats_rows(head, "model", value["model_name"], str(value["model_version"]),
                                             value["reference_stats"])}

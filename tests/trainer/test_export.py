@@ -127,7 +127,7 @@ def test_exported_artifact_reproduces_reported_test_metrics_and_sample(tabular, 
     # Recompute the (deterministic) test split and score raw rows through the exported artifact only.
     table = as_table(df, info)
     y, _ = encode_labels(table.frame["label"], "binary")
-    split = split_indices(table, info, y, seed=spec.seed, val_fraction=spec.val_fraction,
+    split = split_indices(table, info, y, val_fraction=spec.val_fraction,
                           test_fraction=spec.test_fraction)
     test = df.iloc[split.test]
     out = predict_columns(model, sig, {c: test[c].tolist() for c in info.feature_columns})

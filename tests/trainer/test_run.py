@@ -8,7 +8,9 @@ import torch
 from schemas import AvroCodec
 from schemas.events import new_header
 from trainer.errors import TrainingCheckError
+from trainer.evaluate import compute_metrics
 from trainer.export import load_exported, predict_columns
+from trainer.predictions import read_test_predictions
 from trainer.run import train_and_evaluate
 from trainer.spec import DatasetInfo
 
@@ -34,7 +36,7 @@ def test_binary_run_writes_the_artifact_layout_and_result(tabular, make_info, fa
     assert set(result.files.values()) >= {"model.pt", "signature.json", "report/report.md"}
     assert result.primary_metric == "roc_auc" and result.higher_is_better
     assert result.labels == ["no", "yes"]
-    assert set(result.baseline_metrics) == {"majority", "linear"}
+    assert set(result.baseline_metrics) == {"majority", "linear", "boosting"}
     assert result.baseline_metrics["majority"]["roc_auc"] == 0.5
     assert 0.5 < result.metrics["roc_auc"] <= 1.0
     assert {s["value"] for s in result.slice_metrics} == {"EU", "US"}
@@ -46,7 +48,7 @@ def test_binary_run_writes_the_artifact_layout_and_result(tabular, make_info, fa
     metrics_doc = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics_doc["metrics"] == result.metrics and metrics_doc["primary_metric"] == "roc_auc"
     report = (tmp_path / "report/report.md").read_text()
-    assert "| metric | model | majority | linear |" in report and "**roc_auc**" in report
+    assert "| metric | model | majority | linear | boosting |" in report and "**roc_auc**" in report
     worst = pd.read_csv(tmp_path / "report/worst_errors.csv")
     assert {"row", "age", "city", "label", "prediction", "confidence"} <= set(worst.columns)
     assert worst["log_loss"].is_monotonic_decreasing
@@ -59,6 +61,37 @@ def test_same_data_spec_and_seed_give_identical_results(tabular, make_info, fast
     assert _stable(a) == _stable(b)
     c = train_and_evaluate(df, info, fast(epochs=2, seed=1), tmp_path / "c")
     assert c.metrics != a.metrics
+
+
+def test_a_seed_change_leaves_the_test_rows_identical(tabular, make_info, fast, tmp_path):
+    """The seed moves the model, never the evaluation set; the stored rows pair every model and baseline."""
+    df, info = tabular(), make_info()
+    a = train_and_evaluate(df, info, fast(epochs=2, seed=0), tmp_path / "a")
+    b = train_and_evaluate(df, info, fast(epochs=2, seed=7), tmp_path / "b")
+    ids_a, y_a, out_a, slices_a = read_test_predictions(tmp_path / "a" / a.files["test_predictions"])
+    ids_b, y_b, out_b, _ = read_test_predictions(tmp_path / "b" / b.files["test_predictions"])
+    assert list(ids_a) == list(ids_b) and np.array_equal(y_a, y_b) and len(ids_a) == a.split_sizes["test"]
+    assert set(out_a) == {"candidate", "majority", "linear", "boosting"}
+    assert not np.allclose(out_a["candidate"], out_b["candidate"])
+    assert compute_metrics("binary", y_a, out_a["boosting"]) == pytest.approx(a.baseline_metrics["boosting"])
+    assert compute_metrics("binary", y_a, out_a["candidate"]) == pytest.approx(a.metrics)
+    assert set(slices_a) == {"region"}
+
+
+def test_behavioural_tests_run_on_the_exported_model(tabular, make_info, fast, tmp_path):
+    spec = fast(epochs=2, behaviour_tests=[
+        {"name": "city_swap", "kind": "invariance", "column": "city"},
+        {"name": "city_swap_lenient", "kind": "invariance", "column": "city", "max_failure_rate": 1.0},
+        {"name": "noise", "kind": "noise", "sigma": 0.05, "max_drop": 1.0}])
+    result = train_and_evaluate(tabular(), make_info(), spec, tmp_path)
+    by = {r["name"]: r for r in result.behaviour_tests}
+    assert by["city_swap_lenient"]["passed"] and by["noise"]["passed"]
+    assert by["city_swap"]["n"] == result.split_sizes["test"] and 0 <= by["city_swap"]["value"] <= 1
+    assert by["city_swap"]["passed"] == (by["city_swap"]["value"] == 0.0)
+    assert json.loads((tmp_path / "metrics.json").read_text())["behaviour_tests"] == list(result.behaviour_tests)
+    with pytest.raises(TrainingCheckError, match="not a model input"):
+        train_and_evaluate(tabular(), make_info(), fast(epochs=1, behaviour_tests=[
+            {"name": "x", "kind": "invariance", "column": "nope"}]), tmp_path / "bad")
 
 
 def test_result_fills_model_registered_and_training_run_updated_events(tabular, make_info, fast, tmp_path):
