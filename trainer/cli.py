@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from infra.errors import ModelBusError
 
@@ -148,7 +149,8 @@ def show(run_id: str = typer.Argument(..., help="run id or a unique prefix"),
         rec = cli_runs.load_run(store, run_id, _registry())
     if as_json:
         output.print_json({"summary": rec.summary, "events": rec.events, "epochs": rec.epochs, "model": rec.model,
-                           "dataset": rec.dataset, "params": rec.params})
+                           "dataset": rec.dataset, "params": rec.params,
+                           "gate": [output.table_records(t) for t in rec.gate_tables if isinstance(t, Table)]})
         return
     output.show(cli_runs.show_run(rec), console)
 

@@ -47,6 +47,13 @@ def table_lines(table: Table) -> list[str]:
     return lines
 
 
+def table_records(table: Table) -> dict[str, Any]:
+    """A rich table as JSON-ready data: its title and one {column: text} object per row."""
+    heads = [_plain(c.header) for c in table.columns]
+    rows = [dict(zip(heads, (_plain(c) for c in row))) for row in zip(*(list(c.cells) for c in table.columns))]
+    return {"title": _plain(table.title) if table.title else None, "rows": rows}
+
+
 def show(renderable: RenderableType, console: Console | None = None) -> None:
     """Print a table (or a group of them, or text) by the rule above."""
     if stdout_is_terminal():

@@ -33,3 +33,9 @@ def test_json_is_one_document_with_dates_and_no_nan(capsys):
     output.print_json({"when": dt.datetime(2026, 1, 2, 3, 4, 5), "loss": float("nan"), "rows": [(1, 2)]})
     doc = json.loads(capsys.readouterr().out)
     assert doc == {"when": "2026-01-02T03:04:05", "loss": None, "rows": [[1, 2]]}
+
+
+def test_a_table_as_json_records():
+    doc = output.table_records(_table())
+    assert doc["title"] == "training runs (2)" and doc["rows"][1] == {
+        "run": "churn-b", "status": "failed", "metrics": "line one line two"}
