@@ -33,7 +33,19 @@ def run(ctx: typer.Context, name: str = typer.Argument(..., help="one of: " + ",
 
 
 @app.command("list")
-def list_() -> None:
+def list_(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout.")) -> None:
     """List the consumers and what each does."""
-    for name, (module, what) in CONSUMERS.items():
-        typer.echo(f"{name:20} {what}  (python -m {module})")
+    from rich.table import Table
+
+    from infra.cli.output import print_json, show
+
+    rows = [{"name": name, "module": module, "does": what} for name, (module, what) in CONSUMERS.items()]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title="consumers (`modelbus up` runs each once)", title_justify="left")
+    for col in ("name", "does", "module"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["name"], r["does"], f"python -m {r['module']}")
+    show(table)

@@ -164,6 +164,23 @@ class StackSettings(_Section):
     triton_metrics_port: int = Field(18002, description="Embedded Triton metrics port.")
     start_timeout_s: float = Field(60.0, gt=0, description="How long `up` waits for each part to become healthy.")
     min_free_mb: int = Field(512, ge=0, description="`up` refuses to start with less free disk than this under data_dir.")
+    consumers: dict[str, int] = Field(
+        default_factory=dict,
+        description="Instances of each consumer `modelbus up` runs, e.g. {training = 2} (a group scales by "
+        "running more); a consumer not named runs once, 0 turns it off.",
+    )
+    consumer_args: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Extra command-line options per consumer under `modelbus up`, e.g. {drift-monitor = "
+        "[\"--interval\", \"2\"]} (its options: `modelbus consumer run NAME -- --help`).",
+    )
+    consumer_grace_s: float = Field(
+        8.0, gt=0, description="A consumer that exits sooner than this after `up` started it fails `up`; "
+        "a later crash is restarted.",
+    )
+    restart_backoff_max_s: float = Field(
+        30.0, gt=0, description="Longest wait before a crashed consumer is restarted (the wait doubles per quick crash)."
+    )
 
 
 class TrainingSettings(_Section):

@@ -18,6 +18,7 @@ from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progre
                            TimeRemainingColumn, TransferSpeedColumn)
 from rich.table import Table
 
+from infra.cli import output
 from producers.datasets.report import ValidationReport
 from producers.datasets.spec import Expectation
 from producers.errors import DatasetValidationError
@@ -139,8 +140,8 @@ def push(
         with _client() as mb, _progress(path) as progress:
             res = mb.push_dataset(path, spec, progress=progress)
     if as_json:
-        console.print_json(json.dumps({k: v for k, v in res.__dict__.items() if k != "report"} |
-                                      {"report": res.report.model_dump(mode="json")}, default=str))
+        output.print_json({k: v for k, v in res.__dict__.items() if k != "report"} |
+                   {"report": res.report.model_dump(mode="json")})
         return
     print_report(res.report, console, title="warnings")
     if res.created:
@@ -174,7 +175,7 @@ def list_(name: Optional[str] = typer.Argument(None, help="Show the versions of 
                 rows.append({"name": n, "versions": len(vs), "latest": vs[-1].version, "rows": vs[-1].row_count,
                              "task": vs[-1].task, "created_at": vs[-1].created_at})
     if as_json:
-        console.print_json(json.dumps(rows))
+        output.print_json(rows)
         return
     if not rows:
         console.print("no datasets")
@@ -184,7 +185,7 @@ def list_(name: Optional[str] = typer.Argument(None, help="Show the versions of 
         table.add_column(col)
     for r in rows:
         table.add_row(*(str(v) for v in r.values()))
-    console.print(table)
+    output.show(table, console)
 
 
 @dataset_app.command("show")
@@ -195,7 +196,7 @@ def show(ref: str = typer.Argument(..., help="NAME, NAME@VERSION (or a unique pr
         v = mb.datasets.get(ref)
     m = v.metadata
     if as_json:
-        console.print_json(json.dumps(m))
+        output.print_json(m)
         return
     console.print(f"[bold]{v.ref}[/]  {v.row_count} rows  {v.size_bytes / 1e6:.2f} MB  task {v.task}  "
                   f"created {v.created_at}")
@@ -217,7 +218,7 @@ def show(ref: str = typer.Argument(..., help="NAME, NAME@VERSION (or a unique pr
         top = ", ".join(f"{c} ({n})" for c, n in zip(s["categories"][:5], s["category_counts"][:5]))
         table.add_row(s["name"], s["dtype"], role, str(s["null_count"]), str(s.get("distinct_count") or ""),
                       fmt(s["mean"]), fmt(s["std"]), fmt(s["min"]), fmt(s["max"]), top)
-    console.print(table)
+    output.show(table, console)
     if m.get("image_shape"):
         console.print(f"image_shape {m['image_shape']}")
     print_report(ValidationReport.model_validate(m["validation"]), console, title="warnings")

@@ -18,11 +18,13 @@ app = typer.Typer()
 models_app = typer.Typer(help="Models in the Triton repository.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 console = Console()
+err_console = Console(stderr=True)
 
 
 @models_app.command("list")
-def list_models() -> None:
+def list_models(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout.")) -> None:
     """Every model in the repository: serving version, versions kept for rollback, Triton state."""
+    from infra.cli.output import print_json, show
     from serving.client import ModelClient
     from serving.repository import ModelRepository
 
@@ -36,20 +38,27 @@ def list_models() -> None:
                 states[(m.get("name", ""), str(m.get("version", "")))] = m.get("state", "") or m.get("reason", "")
     except ServingError as exc:
         triton_note = f"Triton unreachable: {exc}"
-    table = Table(title=f"Models in {repo.uri}")
-    for col in ("model", "serving", "kept versions", "triton state", "checksum", "run"):
-        table.add_column(col)
+    rows = []
     for name in repo.models():
         serving = repo.serving_versions(name)
         current = serving[-1] if serving else None
         info = repo.version_info(name, current) if current and repo.has_version(name, current) else {}
-        state = states.get((name, str(current)), "unreachable" if triton_note else "not loaded")
-        color = "green" if state == "READY" else "red"
-        table.add_row(name, str(current or "-"), ", ".join(map(str, repo.versions(name))), f"[{color}]{state}[/]",
-                      str(info.get("checksum", ""))[:12], str(info.get("run_id", "")))
-    console.print(table)
+        rows.append({"model": name, "serving": current, "versions": repo.versions(name),
+                     "triton_state": states.get((name, str(current)), "unreachable" if triton_note else "not loaded"),
+                     "checksum": info.get("checksum", ""), "run_id": info.get("run_id", "")})
+    if as_json:
+        print_json({"repository": repo.uri, "models": rows, "triton_error": triton_note or None})
+        return
+    table = Table(title=f"Models in {repo.uri}", title_justify="left")
+    for col in ("model", "serving", "kept versions", "triton state", "checksum", "run"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        color = "green" if r["triton_state"] == "READY" else "red"
+        table.add_row(r["model"], str(r["serving"] or "-"), ", ".join(map(str, r["versions"])),
+                      f"[{color}]{r['triton_state']}[/]", str(r["checksum"])[:12], str(r["run_id"]))
+    show(table, console)
     if triton_note:
-        console.print(f"[yellow]{triton_note}[/]")
+        err_console.print(f"[yellow]{triton_note}[/]")
 
 
 def _read_columns(path: Path) -> dict[str, list]:
@@ -62,40 +71,65 @@ def _read_columns(path: Path) -> dict[str, list]:
     return {k: v if isinstance(v, list) else [v] for k, v in data.items()}
 
 
+def _prediction_rows(sig, out, columns: dict[str, list], show_inputs: bool) -> list[dict]:
+    """One dict per row: index, prediction and confidence first; the inputs only when asked for."""
+    scores, label = (out[o.name] for o in sig.outputs)
+    rows = []
+    for row in range(scores.shape[0]):
+        r: dict = {"row": row}
+        if sig.is_classification:
+            idx = int(np.asarray(label[row]).reshape(-1)[0])
+            r["prediction"] = sig.labels[idx] if 0 <= idx < len(sig.labels) else str(idx)
+            r["confidence"] = float(scores[row].reshape(-1)[idx])
+        else:
+            r["prediction"] = float(scores[row].reshape(-1)[0])
+        if show_inputs:
+            r["inputs"] = {k: v[row] for k, v in columns.items() if row < len(v)}
+        rows.append(r)
+    return rows
+
+
+def _cell(value) -> str:
+    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."   # an image's pixels would swamp the table
+
+
 @app.command()
 def predict(
     model: str = typer.Argument(..., help="Served model name."),
     input: Path = typer.Option(..., "--input", "-i", exists=True, dir_okay=False,
                                help="JSON object: column name → list of values (one per row)."),
     version: Optional[int] = typer.Option(None, "--version", help="Version to ask for (default: the serving one)."),
+    show_inputs: bool = typer.Option(False, "--show-inputs", help="Also show each row's inputs (long ones cut)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (inputs in full)."),
 ) -> None:
-    """Send rows to a served model and print its predictions."""
+    """Send rows to a served model and print row, prediction and confidence."""
+    from infra.cli.output import print_json, show
     from serving.client import ModelClient
 
     columns = _read_columns(input)
     with ModelClient.from_settings(load_settings()) as client:
         sig = client.signature(model)
         out = client.predict(model, columns, version=version)
-    scores, label = (out[o.name] for o in sig.outputs)
-    table = Table(title=f"{model}" + (f" v{version}" if version else ""))
-    keys = list(columns)
-    for k in keys:
-        table.add_column(k, style="dim")
+    rows = _prediction_rows(sig, out, columns, show_inputs)
+    if as_json:
+        print_json({"model": model, "version": version, "predictions": rows})
+        return
+    table = Table(title=f"{model}" + (f" v{version}" if version else ""), title_justify="left")
+    table.add_column("row", justify="right")
+    table.add_column("prediction", style="bold", no_wrap=True)
     if sig.is_classification:
-        table.add_column("prediction", style="bold")
-        table.add_column("confidence")
-    else:
-        table.add_column("prediction", style="bold")
-    for row in range(scores.shape[0]):
-        cells = [str(columns[k][row]) if row < len(columns[k]) else "" for k in keys]
+        table.add_column("confidence", no_wrap=True)
+    keys = list(columns) if show_inputs else []
+    for k in keys:
+        table.add_column(k, style="dim", overflow="ellipsis")
+    for r in rows:
+        cells = [str(r["row"]), str(r["prediction"]) if sig.is_classification else f"{r['prediction']:.6g}"]
         if sig.is_classification:
-            idx = int(np.asarray(label[row]).reshape(-1)[0])
-            name = sig.labels[idx] if 0 <= idx < len(sig.labels) else str(idx)
-            cells += [name, f"{float(scores[row].reshape(-1)[idx]):.3f}"]
-        else:
-            cells += [f"{float(scores[row].reshape(-1)[0]):.6g}"]
+            cells.append(f"{r['confidence']:.3f}")
+        cells += [_cell(r["inputs"].get(k, "")) for k in keys]
         table.add_row(*cells)
-    console.print(table)
+    show(table, console)
 
 
 @app.command()

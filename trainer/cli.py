@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from infra.errors import ModelBusError
 
@@ -120,35 +121,48 @@ def _registry():
 
 @runs_app.command("list")
 def list_runs(dataset: Optional[str] = typer.Option(None, "--dataset", help="only runs on this dataset"),
-              limit: int = typer.Option(50, "--limit", min=1, max=10000)) -> None:
+              limit: int = typer.Option(50, "--limit", min=1, max=10000),
+              as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout.")) -> None:
     """Recent training runs, newest first, with their status and registered model."""
+    from infra.cli.output import print_json, show
     from trainer import cli_runs
 
     with _store() as store:
         rows = cli_runs.list_runs(store, dataset, limit)
+    if as_json:
+        print_json(rows)
+        return
     if not rows:
         console.print("no training runs yet" + (f" on {dataset!r}" if dataset else ""))
         return
-    console.print(cli_runs.runs_table(rows))
+    show(cli_runs.runs_table(rows), console)
 
 
 @runs_app.command("show")
-def show(run_id: str = typer.Argument(..., help="run id or a unique prefix")) -> None:
+def show(run_id: str = typer.Argument(..., help="run id or a unique prefix"),
+         as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout.")) -> None:
     """Everything that made a run: data, code, parameters, environment, metrics, epochs, model."""
+    from infra.cli import output
     from trainer import cli_runs
 
     with _store() as store:
         rec = cli_runs.load_run(store, run_id, _registry())
-    cli_runs.print_group(console, cli_runs.show_run(rec))
+    if as_json:
+        output.print_json({"summary": rec.summary, "events": rec.events, "epochs": rec.epochs, "model": rec.model,
+                           "dataset": rec.dataset, "params": rec.params,
+                           "gate": [output.table_records(t) for t in rec.gate_tables if isinstance(t, Table)]})
+        return
+    output.show(cli_runs.show_run(rec), console)
 
 
 @runs_app.command("compare")
 def compare(run_a: str = typer.Argument(..., help="first run (id or prefix)"),
             run_b: str = typer.Argument(..., help="second run (id or prefix)")) -> None:
     """Two runs side by side; what differs is highlighted."""
+    from infra.cli.output import show
     from trainer import cli_runs
 
     with _store() as store:
         registry = _registry()
         a, b = cli_runs.load_run(store, run_a, registry), cli_runs.load_run(store, run_b, registry)
-    cli_runs.print_group(console, cli_runs.compare_runs(a, b))
+    show(cli_runs.compare_runs(a, b), console)

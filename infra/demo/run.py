@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
@@ -71,7 +71,7 @@ class StageBoard:
 def run_demo(settings: Settings, *, keep: bool, requests: int = 3000, shifted_share: float = 0.35,
              console: Console | None = None) -> dict[str, Any]:
     from infra.demo.data import generate_churn, request_rows
-    from infra.demo.procs import ConsumerGroup
+    from infra.stack.consumers import ConsumerSupervisor, consumer_plan
     from infra.demo.report import final_report
     from infra.demo.watch import EventWatcher
     from infra.stack.supervisor import Stack, embedded_settings
@@ -80,13 +80,17 @@ def run_demo(settings: Settings, *, keep: bool, requests: int = 3000, shifted_sh
     settings = embedded_settings(settings.with_overrides(
         kafka={"session_timeout_ms": 2000, "heartbeat_interval_ms": 500},
         monitoring={"drift_window_s": 600, "min_samples": 200},
+        stack={"consumers": {"search-coordinator": 0, "metrics-scraper": 0},
+               "consumer_args": {"drift-monitor": ["--interval", "2"]}},
     ))
+    refuse_foreign_dir(settings.data_dir)   # before stopping anything that may run there
     stack = Stack(settings)
+    group = ConsumerSupervisor(settings)
+    group.stop()                            # what an earlier `demo --keep` left running
     if any(p.state == "running" for p in stack.status()):
         stack.down()
-    shutil.rmtree(settings.data_dir, ignore_errors=True)   # a demo starts from nothing: no stale versions
+    fresh_demo_dir(settings.data_dir)   # a demo starts from nothing: no stale versions
     board = StageBoard(console)
-    group = ConsumerGroup(settings)
     watcher = None
     summary: dict[str, Any] = {}
     ok = False
@@ -96,17 +100,15 @@ def run_demo(settings: Settings, *, keep: bool, requests: int = 3000, shifted_sh
             with board.stage("stack"):
                 stack.up(progress=lambda part, msg: board.set("stack", "[yellow]running[/]", f"{part}: {msg}"))
                 board.set("stack", "[yellow]running[/]", "kafka, clickhouse, triton healthy")
-            with board.stage("consumers"):
-                for name, module, *args in (
-                    ("metadata-sink", "consumers.metadata_sink"),
-                    ("telemetry-sink", "consumers.telemetry_sink"),
-                    ("training", "consumers.training"),
-                    ("deployer", "consumers.deployer"),
-                    ("drift-monitor", "consumers.drift", "--interval", "2"),
-                ):
-                    group.start(name, module, *args)
-                watcher = EventWatcher(settings, check=group.dead)
-                board.set("consumers", "[yellow]running[/]", ", ".join(group.procs))
+            with board.stage("consumers"):   # the consumers `modelbus up` runs, under the same supervisor
+                from infra.stack.triton import settings_env
+
+                group.start(consumer_plan(settings), settings_env(settings))
+                names = [p.name for p in group.wait_started(settings.stack.consumer_grace_s
+                                                            + settings.stack.start_timeout_s)]
+                watcher = EventWatcher(settings, check=lambda: [
+                    f"{p.name} crashed: {p.last_error} (log {p.log})" for p in group.processes() if p.restarts])
+                board.set("consumers", "[yellow]running[/]", ", ".join(names))
             from producers.sdk import ModelBus
 
             with ModelBus(settings) as mb:
@@ -172,6 +174,31 @@ def run_demo(settings: Settings, *, keep: bool, requests: int = 3000, shifted_sh
         else:
             console.print(f"[bold]Stack and consumers left running[/] (data in {settings.data_dir}); "
                           f"stop with: MODELBUS_STACK__DATA_DIR={settings.data_dir} modelbus down")
+
+
+DEMO_MARKER = ".modelbus-demo"
+
+
+def fresh_demo_dir(path: Path) -> None:
+    """Empty ``path`` for a new demo, but only when the demo made it: it never wipes a directory it did not create.
+
+    The demo marks each directory it creates; an existing directory without the
+    mark (a platform's data, anything else) is refused, not deleted.
+    """
+    refuse_foreign_dir(path)
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / DEMO_MARKER).write_text("created by `modelbus demo`; the demo wipes this directory on its next run\n")
+
+
+def refuse_foreign_dir(path: Path) -> None:
+    if path.exists() and any(path.iterdir()) and not (path / DEMO_MARKER).is_file():
+        raise DemoDirRefused(f"{path} is not empty and was not created by the demo (no {DEMO_MARKER} file); "
+                             "the demo will not wipe it: choose another with --data-dir or MODELBUS_STACK__DATA_DIR")
+
+
+class DemoDirRefused(ModelBusError):
+    """The demo's data directory holds data the demo did not create."""
 
 
 def _decision(watcher, reg: dict, timeout: float) -> tuple[str, dict]:

@@ -56,6 +56,7 @@ class Stack:
                                  s3_endpoint_url=s.artifacts.s3_endpoint_url)
         self.clickhouse = ChdbServer(s) if s.clickhouse.url is None else None
         self.triton = TritonServer(s)
+        self.started: list = []   # the parts the last `up` started (not those it found running)
 
     @property
     def parts(self) -> list:
@@ -80,7 +81,7 @@ class Stack:
         from infra.storage.factory import store_from_settings
 
         self.check_disk()
-        started = []
+        started = self.started = []
         timeout = self.settings.stack.start_timeout_s
         try:
             for part in self.parts:
@@ -106,6 +107,12 @@ class Stack:
                 part.stop()
             raise
         return self.status()
+
+    def stop_started(self) -> None:
+        """Undo the last `up` (the consumers behind it failed), leaving parts that ran before it alone."""
+        for part in reversed(self.started):
+            part.stop()
+        self.started = []
 
     def status(self) -> list[PartStatus]:
         out = []

@@ -140,3 +140,31 @@ def test_too_little_disk_fails_fast_before_anything_starts(tmp_path):
     line = _one_error_line(_demo_cli(tmp_path, MODELBUS_STACK__MIN_FREE_MB=str(1 << 40)))
     assert "MiB free under" in line and "needs" in line
     assert not list((tmp_path / "demo").rglob("*.pid"))
+
+
+def test_the_demo_refuses_to_wipe_a_directory_it_did_not_create(tmp_path):
+    """Both ways of naming the directory: --data-dir, and the configured MODELBUS_STACK__DATA_DIR."""
+    foreign = tmp_path / "demo"
+    foreign.mkdir()
+    (foreign / "precious.txt").write_text("not the demo's")
+    line = _one_error_line(_demo_cli(tmp_path))
+    assert str(foreign) in line and "was not created by the demo" in line
+    configured = tmp_path / "platform"
+    configured.mkdir()
+    (configured / "precious.txt").write_text("not the demo's either")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBUS_")}
+    env["MODELBUS_STACK__DATA_DIR"] = str(configured)
+    proc = subprocess.run([sys.executable, "-m", "infra.cli.main", "demo"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert str(configured) in _one_error_line(proc)
+    assert (foreign / "precious.txt").read_text() == "not the demo's" and (configured / "precious.txt").is_file()
+
+
+def test_the_demo_wipes_its_own_directory_and_marks_it(tmp_path):
+    from infra.demo.run import DEMO_MARKER, fresh_demo_dir
+
+    own = tmp_path / "demo"
+    fresh_demo_dir(own)                       # created: marked
+    (own / "stale-version").write_text("from the last demo")
+    fresh_demo_dir(own)                       # its own: wiped, marked again
+    assert sorted(p.name for p in own.iterdir()) == [DEMO_MARKER]

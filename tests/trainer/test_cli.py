@@ -141,6 +141,6 @@ def test_train_wait_follows_runs_and_runs_commands_explain_the_models(cli_settin
 
     code, out, _ = run_cli(capsys, monkeypatch, "runs", "compare", runs[1], runs[2])
     assert code == 0 and "Δ (b - a)" in out
-    rows = [[c.strip() for c in line.strip().strip("│").split("│")] for line in out.splitlines() if "│" in line]
+    rows = [line.split("\t") for line in out.splitlines() if "\t" in line]   # not a terminal: whole TSV rows
     params = {r[0]: r[1:3] for r in rows if r[0] in ("epochs", "lr", "seed")}
     assert params == {"epochs": ["3", "2"], "lr": ["0.003", "0.01"], "seed": ["0", "1"]}   # lr auto: defaults.LR
