@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import NewTopic
 from fastavro import schemaless_reader, schemaless_writer
 
 from infra.kafka import ConsumerRunner, EventProducer
@@ -107,9 +108,12 @@ def run(quick: bool) -> list[dict]:
             s = load_settings(stack={"data_dir": tmp}).with_overrides(kafka={
                 "bootstrap_servers": broker.bootstrap, "session_timeout_ms": 2000, "heartbeat_interval_ms": 500,
                 "topic_prefix": "bench", "default_partitions": 3})
-            ensure_topics(s)
+            own_topic = s.topic("bench.telemetry")
+            ensure_topics(s, extra=[NewTopic(own_topic, 3, 1)])
             records = [telemetry_record(i) for i in range(n)]
-            base_topic, own_topic = s.topic("inference.telemetry"), s.topic("models.deployed")
+            # Two telemetry topics: a catalogued topic carries only its own event types (infra/kafka/edge.py),
+            # so the second side gets a scratch topic outside the catalogue, created like any other.
+            base_topic = s.topic("inference.telemetry")
             # Interleave the two sides so neither gets a warmer machine.
             own_p = _own_produce(s, own_topic, records)
             base_p = _baseline_produce(s, base_topic, [dict(r) for r in records])

@@ -65,6 +65,10 @@ def print_report(report: ValidationReport, con: Console, title: str = "validatio
     con.print(table)
 
 
+def _num(x: float | None) -> str:
+    return "" if x is None else f"{x:.4g}"
+
+
 def _client():
     from infra.settings import load_settings
     from producers.sdk import ModelBus
@@ -214,10 +218,9 @@ def show(ref: str = typer.Argument(..., help="NAME, NAME@VERSION (or a unique pr
         role = roles.get(s["name"], "feature" if s["name"] in m["feature_columns"] else "-")
         if s["name"] in m["feature_columns"] and role == "slice":
             role = "feature, slice"
-        fmt = (lambda x: "" if x is None else f"{x:.4g}")
         top = ", ".join(f"{c} ({n})" for c, n in zip(s["categories"][:5], s["category_counts"][:5]))
         table.add_row(s["name"], s["dtype"], role, str(s["null_count"]), str(s.get("distinct_count") or ""),
-                      fmt(s["mean"]), fmt(s["std"]), fmt(s["min"]), fmt(s["max"]), top)
+                      _num(s["mean"]), _num(s["std"]), _num(s["min"]), _num(s["max"]), top)
     output.show(table, console)
     if m.get("image_shape"):
         console.print(f"image_shape {m['image_shape']}")

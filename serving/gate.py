@@ -29,7 +29,9 @@ Rules (``GatePolicy``, per model name in ``serving.policies``):
 * **behaviour**: every behavioural test the run declared must have passed.
 
 Gains are direction-corrected (rmse: lower is better, so a lower rmse is a
-positive gain). Without per-row evidence (an event from before test
+positive gain). Margins and the slice tolerance are in the metric's units for
+bounded metrics and a fraction of the reference's value for error metrics
+(rmse, mae: 0.01 = 1 %; ``serving.paired.margin_in_units``). Without per-row evidence (an event from before test
 predictions were stored, or a champion that cannot be scored on these rows)
 the same rules are applied to the reported point estimates, and the check
 says so in its detail ("unpaired").
@@ -45,7 +47,7 @@ import numpy as np
 
 from infra.errors import ConfigError
 from infra.settings import Settings
-from serving.paired import RULES, Comparison, PairedRows, compare, rule_bound, rule_holds
+from serving.paired import RULES, Comparison, PairedRows, compare, margin_in_units, rule_bound, rule_holds
 
 CHAMPION = "champion"
 CANDIDATE = "candidate"
@@ -156,6 +158,7 @@ def _paired_check(name: str, ctx: _Ctx, rows: PairedRows, reference: str, rule: 
                   label: str, *, decisive: bool = True) -> dict[str, Any]:
     c: Comparison = compare(rows.task, ctx.metric, ctx.higher, rows.y, rows.outputs[CANDIDATE],
                             rows.outputs[reference], confidence=ctx.policy.confidence)
+    margin = margin_in_units(ctx.metric, margin, c.reference_value)
     bound = rule_bound(rule, margin)
     stats = dict(n=c.n, reference_value=c.reference_value, difference=c.difference, ci_low=c.ci_low,
                  ci_high=c.ci_high, confidence=c.confidence, rule=rule, margin=margin, decisive=decisive)
@@ -178,6 +181,7 @@ def _unpaired_check(name: str, ctx: _Ctx, value: float | None, ref: float | None
         return _check(name, False, value, ref, f"cannot compare: {label} {ctx.metric} = {_fmt(ref)}, "
                       f"candidate {_fmt(value)}", reference_value=ref, rule=rule, margin=margin)
     gain = value - ref if ctx.higher else ref - value
+    margin = margin_in_units(ctx.metric, margin, ref)
     bound = rule_bound(rule, margin)
     threshold = ref + bound if ctx.higher else ref - bound
     return _check(name, gain > bound, value, threshold,
@@ -271,6 +275,7 @@ def _unpaired_slice_checks(candidate: Mapping[str, Any], champion: Mapping[str, 
                               margin=tol, decisive=decisive))
             continue
         gain = new - old if ctx.higher else old - new
+        tol = margin_in_units(ctx.metric, ctx.policy.slice_tolerance, old)
         threshold = old - tol if ctx.higher else old + tol
         out.append(_check(name, gain >= -tol, new, threshold,
                           f"unpaired: {ctx.metric} {_fmt(new)} vs champion {_fmt(old)}: regression "

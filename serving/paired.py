@@ -216,6 +216,24 @@ def rule_holds(rule: str, margin: float, ci_low: float, ci_high: float | None = 
     raise ValueError(f"unknown decision rule {rule!r}; use one of {RULES + ('no_regression',)}")
 
 
+RELATIVE_METRICS = frozenset({"rmse", "mae"})
+
+
+def margin_in_units(metric: str, margin: float, reference_value: float | None) -> float:
+    """A policy margin in the metric's own units.
+
+    Bounded metrics (ROC AUC, accuracy, F1 in [0, 1]) take the margin as is.
+    Error metrics (``RELATIVE_METRICS``) have the target's units, so a fixed
+    0.01 means nothing across datasets (0.01 mpg, 0.01 of a disease score);
+    there the margin is a *fraction of the reference model's value* (0.01 = 1 %
+    of its RMSE), the usual way to state a non-inferiority margin for an
+    unbounded error. Checks report the margin in units, so the rule replays.
+    """
+    if metric in RELATIVE_METRICS and reference_value is not None and math.isfinite(reference_value):
+        return margin * abs(reference_value)
+    return margin
+
+
 def rule_bound(rule: str, margin: float) -> float:
     """The value the bound named by ``rule`` is compared with."""
     return margin if rule == "superiority" else -margin

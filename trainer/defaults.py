@@ -25,6 +25,17 @@ training split. The rules, and why:
   ``SEARCH_TRIALS`` Optuna TPE trials over ``search_space`` run in the time that
   is left, and the candidate with the best validation metric is kept.
 
+* **Class weights** (multiclass only): the primary metric is macro-F1, which
+  counts every class equally, while plain cross-entropy lets a model that never
+  predicts a rare class score well. Each class's loss is weighted by
+  ``(n / n_class) ** CLASS_WEIGHT_POWER``, normalised so the average row weight
+  is 1. The square root is the usual compromise between no weighting and full
+  inverse frequency (which over-predicts rare classes); on seattle_weather
+  (five classes, 2 % snow) it moved the test macro-F1 of five seeds from
+  0.34-0.40 to 0.40-0.46 (bench quality suite). Binary tasks are judged by
+  ROC AUC, which weighting cannot improve, so they are left unweighted and
+  their probabilities stay calibrated.
+
 Architecture (an MLP on standardised numerics, mean-imputed from the training
 split, plus categorical embeddings; ``HIDDEN``, ``DROPOUT``, ``WEIGHT_DECAY``) is
 the usual strong default for tabular data; its width was chosen by cross-validation
@@ -48,6 +59,7 @@ MIN_EPOCHS, MAX_EPOCHS = 10, 300
 MIN_PATIENCE, MAX_PATIENCE = 8, 30
 TIME_BUDGET_S = 45.0  # leaves room for baselines, evaluation and export inside a minute on 2 cores
 SEARCH_TRIALS = 6
+CLASS_WEIGHT_POWER = 0.5
 SEARCH_SEED = 0
 
 
@@ -70,6 +82,16 @@ def budget(n_train: int, *, batch: int | None = None, n_epochs: int | None = Non
     b = batch or batch_size(n_train)
     e = n_epochs or epochs(n_train, b)
     return {"batch_size": b, "epochs": e, "early_stopping_patience": patience(e)}
+
+
+def class_weights(task: str, counts: list[int]) -> list[float] | None:
+    """Per-class loss weights for a task, from the training split's class counts (None: unweighted)."""
+    if task != "multiclass" or len(counts) < 2:
+        return None
+    total = sum(counts)
+    raw = [(total / max(c, 1)) ** CLASS_WEIGHT_POWER for c in counts]
+    mean_row = sum(w * c for w, c in zip(raw, counts)) / total
+    return [w / mean_row for w in raw]
 
 
 def search_space(n_train: int) -> dict[str, tuple]:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trainer import defaults as D
 from trainer.checkpoint import load_checkpoint, quarantine, save_checkpoint
 from trainer.errors import CheckpointError, NonFiniteLossError, TrainerError, TrainingStopped
 from trainer.loop_state import LoopState, cpu_state, rng_state, set_rng_state, unwrap
@@ -79,10 +80,16 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device("cuda", torch.cuda.current_device())
 
 
-def loss_function(task: str) -> Callable[[Tensor, Tensor], Tensor]:
+def loss_function(task: str, target: Tensor | None = None) -> Callable[[Tensor, Tensor], Tensor]:
+    """The training (and validation) loss; multiclass weights classes by ``trainer.defaults.class_weights``."""
     if task == "regression":
         return lambda out, y: F.mse_loss(out.squeeze(1).float(), y)
-    return lambda out, y: F.cross_entropy(out.float(), y)
+    counts = None if target is None else torch.bincount(target.reshape(-1).long().cpu()).tolist()
+    weights = D.class_weights(task, counts) if counts else None
+    if weights is None:
+        return lambda out, y: F.cross_entropy(out.float(), y)
+    w = torch.tensor(weights, dtype=torch.float32)
+    return lambda out, y: F.cross_entropy(out.float(), y, weight=w.to(out.device))
 
 
 def place(data: TensorSet, device: torch.device) -> TensorSet:
@@ -156,7 +163,7 @@ def _prepare(model: nn.Module, train: TensorSet, val: TensorSet, spec: TrainingS
     train, val = place(train, device), place(val, device)
     n = len(train)
     shard = math.ceil(n / dist.world_size) if dist else n
-    return _Run(model, train, val, spec, device, dist, loss_function(task), amp_dtype,
+    return _Run(model, train, val, spec, device, dist, loss_function(task, train.target), amp_dtype,
                 torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16),
                 train.target.device.type == device.type, shard, math.ceil(shard / spec.batch_size))
 

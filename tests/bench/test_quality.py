@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.stack, pytest.mark.slow]
 ROW_KEYS = {"dataset", "task", "source", "rows", "primary_metric", "higher_is_better", "model", "baselines",
             "best_baseline", "best_baseline_value", "difference", "ci_low", "ci_high", "ci_confidence",
             "non_inferior", "beats_linear", "boosting_beats_linear", "deployed", "decision_reason", "train_s",
-            "loop_s", "null_warnings"}
+            "loop_s", "null_warnings", "margin", "test_rows"}
 
 
 def test_quick_quality_suite_reports_the_loop_s_models_against_their_baselines(tmp_path, monkeypatch):
@@ -35,6 +35,9 @@ def test_quick_quality_suite_reports_the_loop_s_models_against_their_baselines(t
         assert isinstance(r["deployed"], bool) and 0 < r["train_s"] <= Q.TRAIN_BUDGET_S and r["loop_s"] >= r["train_s"]
         assert r["deployed"] or r["decision_reason"]   # a rejection always says why
         assert (r["ci_low"] is None) == (r["non_inferior"] is None)   # CI from the gate, or clearly n/a
+        if r["ci_low"] is not None:   # the margin is in the metric's units and the CI says on how many rows
+            assert r["margin"] > 0 and r["test_rows"] > 0
+            assert r["non_inferior"] == (r["ci_low"] > -r["margin"])
     assert rows["penguins_species"]["rows"] == 344 and rows["penguins_species"]["null_warnings"]
     assert rows["diabetes"]["primary_metric"] == "rmse" and rows["diabetes"]["higher_is_better"] is False
     table = (tmp_path / "quality.md").read_text()

@@ -30,6 +30,7 @@ from infra.clickhouse.migrate import migrate
 from serving.telemetry_losses import loss_report
 from infra.clickhouse.rows import telemetry_arrow, write_events
 from infra.dashboard import PANELS, DashboardServer, Filters
+from schemas.codec import AvroCodec
 from schemas.events import new_header
 
 pytestmark = pytest.mark.stack
@@ -46,6 +47,12 @@ TRAFFIC = {("churn", 1): [(m, 4 + m) for m in range(1, 7)], ("churn", 2): [(m, 2
 
 def _us(dt: datetime) -> int:
     return int(dt.timestamp() * 1_000_000)
+
+
+def _decoded(events: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """Events as a consumer sees them: through the wire, so schema defaults fill the fields a test leaves out."""
+    codec = AvroCodec()
+    return [(t, codec.decode(codec.encode(t, v), t).value) for t, v in events]
 
 
 def _header(producer: str, at: datetime) -> dict:
@@ -70,7 +77,7 @@ def store(clickhouse_owner, base_settings):
                              "prediction": "yes" if i % 3 else "no", "confidence": 0.9,
                              "status": "error" if (version == 2 and i == 0) else "ok"})
     s.insert_arrow("inference_telemetry", telemetry_arrow(rows))
-    write_events(s, [
+    write_events(s, _decoded([
         ("ModelDeployed", {"header": _header("serving.deployer", NOW - timedelta(minutes=4)), "model_name": "churn",
                            "model_version": 2, "previous_version": 1, "action": "promote", "artifact_uri": "a",
                            "checksum": "c", "backend": "python", "repository_uri": "r", "primary_metric": "roc_auc",
@@ -91,7 +98,7 @@ def store(clickhouse_owner, base_settings):
         ("ServerMetrics", loss_report("churn-0-v1", Counter({                  # telemetry the model server lost
             (int((NOW - timedelta(minutes=m)).timestamp()) // 60 * 60, kind): n
             for m, kind, n in ((1, "dropped", 7), (2, "dropped", 3), (2, "failed", 1))}), "churn")),
-    ])
+    ]))
     yield s
     s.command(f"DROP DATABASE IF EXISTS {s.database} SYNC")
     s.close()

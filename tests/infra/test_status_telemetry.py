@@ -19,7 +19,10 @@ def test_status_lists_each_emitter_with_its_losses_and_renewals(base_settings, t
     monkeypatch.setenv("MODELBUS_STACK__DATA_DIR", str(data))
     monkeypatch.setenv("COLUMNS", "200")
     result = CliRunner().invoke(app, ["status"])
-    lines = [ln for ln in result.output.splitlines() if "churn-v1-churn_0" in ln]
-    assert len(lines) == 1, result.output
-    cells = [c.strip() for c in lines[0].strip("│ ").split("│")]
-    assert cells[:6] == ["churn-v1-churn_0", "0", "3", "0", "0", "0"], cells   # delivered, dropped, ..., renewals
+    # Not a terminal: each table prints as '# title', a header line and tab-separated rows.
+    lines = result.output.splitlines()
+    rows = [ln.split("\t") for ln in lines if ln.startswith("churn-v1-churn_0")]
+    assert len(rows) == 1, result.output
+    header = lines[lines.index(next(ln for ln in lines if ln.startswith("churn-v1-churn_0"))) - 1].split("\t")
+    assert header[:6] == ["emitter", "delivered", "dropped", "failed", "invalid", "producer renewals"], header
+    assert rows[0][:6] == ["churn-v1-churn_0", "0", "3", "0", "0", "0"], rows   # 3 dropped by the full buffer

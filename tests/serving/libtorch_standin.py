@@ -16,7 +16,6 @@ so a config that would not load on NVIDIA's images fails here too:
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 

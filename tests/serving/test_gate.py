@@ -63,11 +63,29 @@ def test_lower_is_better_metrics_are_direction_aware():
     kw = dict(metric="rmse", higher=False, baselines={"mean": {"rmse": 10.0}})
     champion = model(1, 5.0, **kw)
     assert evaluate(model(2, 4.0, **kw), champion, GatePolicy(champion_rule="superiority",
-                                                              primary_metric_margin=0.5)).passed
+                                                              primary_metric_margin=0.1)).passed   # 10 % of 5
     worse = evaluate(model(2, 6.0, **kw), champion, GatePolicy())
     assert [c["name"] for c in worse.failed] == ["beats_champion"]
     assert by_name(worse)["beats_champion"]["difference"] == pytest.approx(-1.0)
     assert not evaluate(model(1, 11.0, **kw), None, GatePolicy()).passed  # worse than the mean baseline
+
+
+def test_error_metric_margins_are_a_fraction_of_the_reference_so_units_do_not_decide():
+    """The same data in other units (x1000) gets the same decision: rmse margins scale with the reference."""
+    rng = np.random.default_rng(3)
+    y = rng.normal(50.0, 10.0, 4000)
+    champion_out = y + rng.normal(0.0, 5.0, y.size)
+    candidate_out = y + (champion_out - y) * 1.004        # 0.4 % worse on every row: inside a 1 % margin
+    for scale in (1.0, 1000.0):
+        r = PairedRows("regression", np.array([f"{i:016x}" for i in range(y.size)], dtype=object), y * scale,
+                       {"candidate": candidate_out * scale, "champion": champion_out * scale,
+                        "mean": np.full(y.size, 50.0 * scale)}, {})
+        kw = dict(metric="rmse", higher=False, baselines={"mean": {"rmse": 10.0 * scale}})
+        d = evaluate(model(2, 5.02 * scale, **kw), model(1, 5.0 * scale, **kw), GatePolicy(), r)
+        c = by_name(d)["beats_champion"]
+        assert d.passed, d.reason
+        assert c["margin"] == pytest.approx(0.01 * c["reference_value"])      # reported in the metric's units
+        assert -c["margin"] < c["ci_low"] < -0.01     # a fixed margin of 0.01 would have rejected it
 
 
 def test_missing_or_nan_primary_metric_fails_clearly():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trainer import defaults as D
-from trainer.loop import TensorSet, fit
+from trainer.loop import TensorSet, fit, loss_function
 from trainer.models import ModelConfig, build_model
 from trainer.run import train_and_evaluate
 from trainer.spec import TrainingSpec
@@ -91,3 +91,27 @@ def test_the_search_runs_only_when_the_first_candidate_loses_on_validation(tabul
     assert (s["trials"] == []) == (s["first_val"] > s["baseline_val"]) and s["reason"]
     assert "auto_search" not in train_and_evaluate(tabular(n=400), info, TrainingSpec(**weak),
                                                    tmp_path / "c").params
+
+
+def test_multiclass_loss_weights_rare_classes_and_keeps_the_average_row_weight_at_one():
+    counts = [900, 90, 10]
+    w = D.class_weights("multiclass", counts)
+    assert w[0] < w[1] < w[2]
+    assert w[2] / w[0] == pytest.approx((900 / 10) ** D.CLASS_WEIGHT_POWER)
+    assert sum(wi * c for wi, c in zip(w, counts)) / sum(counts) == pytest.approx(1.0)
+    assert D.class_weights("binary", [900, 100]) is None and D.class_weights("regression", []) is None
+
+
+def test_the_weighted_loss_counts_a_rare_class_more_than_plain_cross_entropy():
+    target = torch.tensor([0] * 90 + [1] * 10)
+    logits = torch.zeros(100, 2)
+    logits[:, 0] = 2.0                                   # always predicts the common class
+    plain = loss_function("binary", target)(logits, target)
+    weighted = loss_function("multiclass", target)(logits, target)
+    rare = target == 1
+    assert plain == pytest.approx(torch.nn.functional.cross_entropy(logits, target).item())
+    # Row weights 90**-0.5 : 10**-0.5, normalised: the rare rows' large loss pulls the mean up.
+    w = torch.tensor(D.class_weights("multiclass", [90, 10]))[target]
+    per_row = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+    assert weighted == pytest.approx((w * per_row).sum().item() / w.sum().item())
+    assert weighted > plain and per_row[rare].mean() > per_row[~rare].mean()
