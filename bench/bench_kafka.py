@@ -17,12 +17,12 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import NewTopic
 from fastavro import schemaless_reader, schemaless_writer
 
+from infra.app.stack.process import free_port
+from infra.app.stack.tansu import TansuBroker
 from infra.kafka import ConsumerRunner, EventProducer
 from infra.kafka.admin import ensure_topics
 from infra.kafka.config import consumer_config, producer_config
 from infra.settings import load_settings
-from infra.stack.process import free_port
-from infra.stack.tansu import TansuBroker
 from schemas import catalog
 from schemas.events import new_header, now_us
 

@@ -80,11 +80,11 @@ def run(quick: bool = False) -> list[dict]:
     import torch
 
     from consumers.training import build_runner
+    from infra.app.stack.process import free_port
+    from infra.app.stack.tansu import TansuBroker
     from infra.kafka import EventProducer
     from infra.kafka.admin import ensure_topics
     from infra.settings import load_settings
-    from infra.stack.process import free_port
-    from infra.stack.tansu import TansuBroker
     from infra.storage.factory import store_from_settings
     from producers.sdk import ModelBus
 

@@ -45,12 +45,12 @@ def run(quick: bool = False, out_dir: Path = RESULTS, names: tuple[str, ...] | N
 
 
 def _run_loop(datasets: list[QualityDataset]) -> list[dict[str, Any]]:
-    from infra.demo.procs import ConsumerGroup
-    from infra.demo.run import _decision
-    from infra.demo.watch import EventWatcher
+    from infra.app.demo.procs import ConsumerGroup
+    from infra.app.demo.run import _decision
+    from infra.app.demo.watch import EventWatcher
+    from infra.app.stack.process import free_port
+    from infra.app.stack.supervisor import Stack, embedded_settings
     from infra.settings import load_settings
-    from infra.stack.process import free_port
-    from infra.stack.supervisor import Stack, embedded_settings
     from producers.sdk import ModelBus
 
     rows = []

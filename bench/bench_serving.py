@@ -126,11 +126,11 @@ def in_process(model_path: Path, n: int) -> dict:
 @contextmanager
 def modelbus_server(work: Path):
     """tansu + ModelBus Triton with the model deployed twice: telemetry on (MODEL) and off (MODEL_off)."""
+    from infra.app.stack.process import free_port
+    from infra.app.stack.tansu import TansuBroker
+    from infra.app.stack.triton import TritonServer
     from infra.kafka.admin import ensure_topics
     from infra.settings import load_settings
-    from infra.stack.process import free_port
-    from infra.stack.tansu import TansuBroker
-    from infra.stack.triton import TritonServer
     from infra.storage import open_store
     from serving.client import ModelClient
     from serving.deploy import Deployer
@@ -171,7 +171,7 @@ def modelbus_server(work: Path):
 @contextmanager
 def pytriton_server(work: Path):
     """PyTriton serving the same model.pt from a child process; yields its gRPC address."""
-    from infra.stack.process import free_port
+    from infra.app.stack.process import free_port
     from serving.reference_model import write_reference_artifact
 
     write_reference_artifact(work / "pyt-export", MODEL, 1)

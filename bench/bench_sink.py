@@ -28,9 +28,12 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from infra.app.stack.clickhouse import ChdbServer
+from infra.app.stack.process import free_port
+from infra.app.stack.tansu import TansuBroker
 from infra.clickhouse import HttpStore
 from infra.clickhouse.dashboards import load_dashboard_queries
 from infra.clickhouse.migrate import migrate
@@ -39,9 +42,6 @@ from infra.kafka import EventProducer
 from infra.kafka.admin import ensure_topics
 from infra.kafka.topics import INFERENCE_TELEMETRY
 from infra.settings import load_settings
-from infra.stack.clickhouse import ChdbServer
-from infra.stack.process import free_port
-from infra.stack.tansu import TansuBroker
 from schemas.events import new_header, now_us
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,7 +171,7 @@ def _best_of(fn, repeats: int = 3) -> float:
 
 
 def _dashboard(store, rows: int) -> dict:
-    start = datetime.now(timezone.utc) - timedelta(hours=6)
+    start = datetime.now(UTC) - timedelta(hours=6)
     chunk = 1_000_000
     for i in range(0, rows, chunk):
         store.command(_GENERATE, {"base": i, "start": start, "n": min(chunk, rows - i)})

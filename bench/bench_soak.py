@@ -296,10 +296,10 @@ def deploy_reference_model(settings, work: Path, model: str = MODEL) -> None:
 
 def run(quick: bool, duration_s: float | None = None, rate: float | None = None) -> list[dict]:
     from bench.bench_sink import _sink_process
+    from infra.app.stack.process import free_port
+    from infra.app.stack.supervisor import Stack
     from infra.clickhouse import connect
     from infra.settings import load_settings
-    from infra.stack.process import free_port
-    from infra.stack.supervisor import Stack
 
     duration_s = duration_s or (30.0 if quick else 180.0)
     rate = rate or 200.0

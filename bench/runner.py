@@ -59,7 +59,7 @@ def run_all(quick: bool, only: list[str] | None = None, console=None, out_dir: P
                              "trace": traceback.format_exc(limit=5)})
             if console:
                 console.print(f"[red]{name} failed:[/] {exc}")
-    report = {"generated_at": dt.datetime.now(dt.timezone.utc).isoformat(), "quick": quick,
+    report = {"generated_at": dt.datetime.now(dt.UTC).isoformat(), "quick": quick,
               "machine": machine_info(), "records": records, "failures": failures}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

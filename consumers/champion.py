@@ -49,7 +49,7 @@ def champion_for(store, repository, name: str, candidate: int,
     """
     try:
         serving = repository.serving_versions(name)
-    except Exception as exc:  # noqa: BLE001 - any storage failure: the state is not known
+    except Exception as exc:
         raise ChampionUnknown(f"cannot read the Triton repository for {name}: {exc}") from exc
     others = [v for v in serving if v != candidate]
     if not others or (table_champion and int(table_champion["model_version"]) == max(others)):

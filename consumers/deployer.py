@@ -51,8 +51,18 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from consumers import gate_evidence
 from consumers.champion import champion_for
-from consumers.deploy_events import (DEPLOYED, PRODUCER, REJECTED, champion_record, decision_event_id, deployed_event,
-                                     effective_champion, record_from_deployed, rejected_event, with_decision)
+from consumers.deploy_events import (
+    DEPLOYED,
+    PRODUCER,
+    REJECTED,
+    champion_record,
+    decision_event_id,
+    deployed_event,
+    effective_champion,
+    record_from_deployed,
+    rejected_event,
+    with_decision,
+)
 from consumers.reconcile import STAGE_RECONCILE, reconcile, triton_live
 from infra.errors import DeliveryError, FatalError, PoisonEvent, StackError
 from infra.faults import maybe_fault
@@ -220,7 +230,7 @@ class DeployerWorker:
                     if mismatched.get(name) != note:   # once per distinct mismatch, not every pass
                         log.warning("stage=%s model=%s %s", STAGE_RECONCILE, name, note)
                 mismatched = report.mismatched
-            except Exception:  # noqa: BLE001 - the next pass tries again
+            except Exception:
                 log.exception("stage=%s pass failed", STAGE_RECONCILE)
             await self.app.sleep(self.reconcile_interval_s)
 
@@ -260,7 +270,7 @@ class DeployerWorker:
             except (ServerUnavailable, StorageUnavailable, DeliveryError) as exc:
                 delay = min(MAX_BACKOFF_S, 0.5 * 2 ** min(attempt, 10))
                 log.warning("model=%s version=%d: %s; retrying in %.1fs", name, version, exc, delay)
-            except Exception as exc:  # noqa: BLE001 - unexpected: bounded retries, then the DLQ
+            except Exception as exc:
                 if attempt >= MAX_ATTEMPTS:
                     log.exception("model=%s version=%d failed %d times; dead-lettered", name, version, attempt)
                     self.registered_decoder.dead_letter(event, "retries-exhausted", exc)

@@ -27,7 +27,7 @@ import logging
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from scipy import stats as sps
@@ -101,7 +101,7 @@ def _breach(psi: float, p_value: float, mon) -> bool:
 def compute(store, settings, *, now: datetime | None = None) -> list[DriftResult]:
     """Statistics of every (model version, feature) with a reference and live traffic in the window; no side effects."""
     mon = settings.monitoring
-    end = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    end = (now or datetime.now(UTC)).astimezone(UTC)
     start = end - timedelta(seconds=mon.drift_window_s)
     params = {"window_start": start, "window_end": end, "eps": EPS}
     results = []
@@ -235,7 +235,7 @@ def check_once(store, settings, *, producer=None, state: MonitorState | None = N
     Raises ``infra.errors.DeliveryError`` when the broker did not acknowledge the
     events; nothing is then remembered as sent, so the next check retries.
     """
-    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    now = (now or datetime.now(UTC)).astimezone(UTC)
     results = compute(store, settings, now=now)
     if not publish or not any(r.drifted for r in results):
         return results

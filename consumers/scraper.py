@@ -20,8 +20,8 @@ from infra.errors import DeliveryError
 from infra.kafka.producer import EventProducer
 from infra.kafka.topics import SERVING_METRICS
 from infra.logs import configure_logging
-from infra.signals import on_stop_signals
 from infra.settings import Settings
+from infra.signals import on_stop_signals
 from serving.metrics_scraper import PRODUCER_NAME, STAGE_SCRAPE, run_scraper
 
 log = logging.getLogger("modelbus.consumers.scraper")

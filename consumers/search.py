@@ -31,14 +31,13 @@ import logging
 import time
 from typing import Any
 
+from consumers import search_state as S
 from infra.errors import DeliveryError, ModelBusError, PoisonEvent
 from infra.kafka import EventProducer
 from infra.kafka import topics as T
 from infra.kafka.envelope import Envelope
 from infra.logs import configure_logging
 from infra.settings import Settings
-
-from consumers import search_state as S
 
 log = logging.getLogger("modelbus.consumers.search")
 APP_ID = "search-coordinator"
@@ -131,7 +130,7 @@ def build_app(settings: Settings, *, registry: Any = None, producer: EventProduc
             before = searches.get(sid)
             try:
                 state, outputs = coordinator.handle(copy.deepcopy(before), env)
-            except Exception as exc:  # noqa: BLE001 - one bad search must not stop the others
+            except Exception as exc:
                 log.exception("search %s: cannot handle %s %s", sid, env.event_type, env.event_id)
                 poison_to_dlq(edge, event, PoisonEvent(f"search {sid}: {type(exc).__name__}: {exc}"))
                 continue

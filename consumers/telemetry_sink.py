@@ -51,13 +51,13 @@ from infra.clickhouse.errors import ClickHouseError, is_transient
 from infra.errors import FatalError
 from infra.faults import maybe_fault
 from infra.kafka.config import admin_config, consumer_config
-from infra.signals import on_stop_signals
 from infra.kafka.dlq import send_to_dlq
 from infra.kafka.edge import Edge, refusal_reason
 from infra.kafka.envelope import headers_dict
 from infra.kafka.producer import EventProducer, make_codec
 from infra.kafka.topics import INFERENCE_TELEMETRY
 from infra.logs import configure_logging
+from infra.signals import on_stop_signals
 from schemas.catalog import EventSchema
 from schemas.codec import HEADER_LEN, SINGLE_OBJECT_MAGIC, SerializationError
 

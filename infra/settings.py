@@ -299,7 +299,7 @@ class Settings(BaseSettings):
         never share groups (``training`` → ``modelbus.training``)."""
         return f"{self.kafka.topic_prefix}.{name}"
 
-    def with_overrides(self, **sections: dict[str, Any]) -> "Settings":
+    def with_overrides(self, **sections: dict[str, Any]) -> Settings:
         """Copy with some section fields replaced (tests and the stack supervisor pick free ports)."""
         data = self.model_dump()
         for section, values in sections.items():

@@ -33,7 +33,7 @@ class DatasetInputError(ProducerError):
 class DatasetValidationError(ProducerError):
     """The data was read but failed checks; ``.report`` lists every failed check."""
 
-    def __init__(self, name: str, report: "ValidationReport"):
+    def __init__(self, name: str, report: ValidationReport):
         self.report = report
         failed = report.failures
         cols = sorted({i.column for i in failed if i.column})

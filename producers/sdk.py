@@ -136,7 +136,7 @@ class ModelBus:
         if self._producer is not None:
             self._producer.close()
 
-    def __enter__(self) -> "ModelBus":
+    def __enter__(self) -> ModelBus:
         return self
 
     def __exit__(self, *exc: Any) -> None:

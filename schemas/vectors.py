@@ -1,4 +1,4 @@
-"""Test vectors of the wire format, published in ``docs/wire-vectors.md`` (rendered by ``infra/docs.py``).
+"""Test vectors of the wire format, published in ``docs/wire-vectors.md`` (rendered by ``infra/app/docs.py``).
 
 An implementation that did not come with ModelBus checks itself against these:
 each catalogued schema's Parsing Canonical Form, and its CRC-64-AVRO

@@ -108,7 +108,7 @@ class ModelClient:
         self._signatures: dict[str, tuple[float, Signature]] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "ModelClient":
+    def from_settings(cls, settings: Settings) -> ModelClient:
         return cls(settings.triton.grpc_url)
 
     def _call(self, fn: Callable, *args: Any, **kw: Any) -> Any:
@@ -229,7 +229,7 @@ class ModelClient:
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> "ModelClient":
+    def __enter__(self) -> ModelClient:
         return self
 
     def __exit__(self, *exc: Any) -> None:

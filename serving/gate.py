@@ -75,7 +75,7 @@ class GatePolicy:
             raise ConfigError("gate policy min_slice_rows must be >= 1")
 
     @classmethod
-    def for_model(cls, settings: Settings, model_name: str) -> "GatePolicy":
+    def for_model(cls, settings: Settings, model_name: str) -> GatePolicy:
         """Settings' serving policy with ``serving.policies[model_name]`` overriding it."""
         s = settings.serving
         values: dict[str, Any] = {f.name: getattr(s, f.name) for f in fields(cls)}

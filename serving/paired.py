@@ -128,7 +128,7 @@ class PairedRows:
         if bad:
             raise ValueError(f"paired rows: {bad} do not have one value per row ({n} rows)")
 
-    def subset(self, mask: np.ndarray) -> "PairedRows":
+    def subset(self, mask: np.ndarray) -> PairedRows:
         return PairedRows(self.task, self.row_ids[mask], self.y[mask], {k: v[mask] for k, v in self.outputs.items()},
                           {k: v[mask] for k, v in self.slices.items()})
 

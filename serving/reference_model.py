@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -29,7 +28,7 @@ class ReferenceTabular(nn.Module):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         self.regression = regression
-        self.vocab: Dict[str, int] = {r: i + 1 for i, r in enumerate(REGIONS)}  # 0 = OOV
+        self.vocab: dict[str, int] = {r: i + 1 for i, r in enumerate(REGIONS)}  # 0 = OOV
         self.register_buffer("mean", torch.tensor([40.0, 50000.0]))
         self.register_buffer("std", torch.tensor([12.0, 20000.0]))
         self.embed = nn.Embedding(len(REGIONS) + 1, 4)
@@ -39,7 +38,7 @@ class ReferenceTabular(nn.Module):
             for p in self.parameters():
                 p.copy_(torch.randn(p.shape, generator=g) * 0.5)
 
-    def forward(self, age: Tensor, income: Tensor, region: List[str]) -> Tuple[Tensor, Tensor]:
+    def forward(self, age: Tensor, income: Tensor, region: list[str]) -> tuple[Tensor, Tensor]:
         x = torch.cat([age, income], dim=1)
         x = torch.where(torch.isnan(x), self.mean.expand_as(x), x)
         x = (x - self.mean) / self.std
@@ -80,7 +79,7 @@ def build_module(seed: int = 0, regression: bool = False, n_classes: int = 2) ->
         return torch.jit.script(ReferenceTabular(n_classes=n_classes, regression=regression, seed=seed).eval())
 
 
-def run_module(module, columns: dict) -> Tuple[np.ndarray, np.ndarray]:
+def run_module(module, columns: dict) -> tuple[np.ndarray, np.ndarray]:
     """Run the module in-process on column lists (the baseline every served result is compared with)."""
     with torch.inference_mode():
         a = torch.tensor(columns["age"], dtype=torch.float32).reshape(-1, 1)

@@ -99,7 +99,7 @@ class RepositoryOptions:
     nan_policy: str = "auto"
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "RepositoryOptions":
+    def from_settings(cls, settings: Settings) -> RepositoryOptions:
         t = settings.triton
         return cls(backend=t.backend, max_batch_size=t.max_batch_size, instance_count=t.instance_count,
                    keep_versions=t.keep_versions, telemetry=t.telemetry, nan_policy=t.nan_policy)
@@ -116,11 +116,11 @@ class ModelRepository:
 
     @classmethod
     def open(cls, uri: str, options: RepositoryOptions | None = None, *, s3_endpoint_url: str | None = None,
-             s3_region: str | None = None) -> "ModelRepository":
+             s3_region: str | None = None) -> ModelRepository:
         return cls(open_store(uri, s3_endpoint_url=s3_endpoint_url, s3_region=s3_region), options)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "ModelRepository":
+    def from_settings(cls, settings: Settings) -> ModelRepository:
         a = settings.artifacts
         return cls.open(settings.triton_repository, RepositoryOptions.from_settings(settings),
                         s3_endpoint_url=a.s3_endpoint_url, s3_region=a.s3_region)

@@ -72,7 +72,7 @@ class Signature:
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def parse(cls, source: str | bytes | dict[str, Any]) -> "Signature":
+    def parse(cls, source: str | bytes | dict[str, Any]) -> Signature:
         """Parse and validate signature JSON (text or decoded); raises SignatureError naming the field."""
         if isinstance(source, (str, bytes)):
             try:

@@ -209,7 +209,7 @@ class TelemetryEmitter:
     def _run(self) -> None:
         try:
             self._ensure_producer()
-        except Exception:  # noqa: BLE001 - telemetry must never take the model down
+        except Exception:
             log.exception("telemetry %s: cannot create the Kafka producer; events will be dropped", self.name)
             self._drain_as_dropped()
             return
@@ -217,7 +217,7 @@ class TelemetryEmitter:
         while not self._stop.wait(self.drain_interval_s):
             try:
                 self._drain()
-            except Exception:  # noqa: BLE001 - keep draining; a dead thread would silently drop everything
+            except Exception:
                 log.exception("telemetry %s: drain failed", self.name)
             if time.monotonic() >= next_report:
                 self.report()

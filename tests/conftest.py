@@ -16,12 +16,12 @@ from typing import Callable
 
 import pytest
 
-from infra.settings import Settings, load_settings
-from infra.stack.process import free_port
-
 # Fuzz tests are derandomized by default so that CI runs are repeatable (the examples differ per test but
 # not per run); `HYPOTHESIS_PROFILE=explore pytest ...` searches with fresh randomness to find new bugs.
-from hypothesis import settings as _hypothesis_settings  # noqa: E402
+from hypothesis import settings as _hypothesis_settings
+
+from infra.app.stack.process import free_port
+from infra.settings import Settings, load_settings
 
 _hypothesis_settings.register_profile("repeatable", derandomize=True)
 _hypothesis_settings.register_profile("explore", derandomize=False)
@@ -44,7 +44,7 @@ def base_settings(session_dir) -> Settings:
 @pytest.fixture(scope="session")
 def tansu(session_dir):
     """A real tansu broker for the whole session (in-memory; restarted per test session)."""
-    from infra.stack.tansu import TansuBroker
+    from infra.app.stack.tansu import TansuBroker
 
     broker = TansuBroker("127.0.0.1", free_port(), session_dir / "tansu")
     broker.start(timeout=30)
@@ -85,7 +85,7 @@ def clickhouse_owner(base_settings, session_dir):
     suites' stand-in for one: clients reach it with clickhouse-connect, unchanged.
     Tests use their own databases on it (see ``tests/infra/clickhouse/conftest.py``).
     """
-    from infra.stack.clickhouse import ChdbServer
+    from infra.app.stack.clickhouse import ChdbServer
 
     s = base_settings.with_overrides(stack={"data_dir": str(session_dir / "ch-owner")},
                                      clickhouse={"http_port": free_port()})
@@ -101,7 +101,7 @@ def clickhouse_owner(base_settings, session_dir):
 
 @pytest.fixture(scope="session")
 def triton(kafka_settings, session_dir):
-    from infra.stack.triton import TritonServer
+    from infra.app.stack.triton import TritonServer
 
     s = kafka_settings.with_overrides(
         stack={"triton_grpc_port": free_port(), "triton_http_port": free_port(), "triton_metrics_port": free_port()},

@@ -24,7 +24,7 @@ def normalize(v):
     if isinstance(v, uuid.UUID):
         return str(v)
     if isinstance(v, dt.datetime):
-        return (v - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(microseconds=1)
+        return (v - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
     return v
 
 
@@ -47,7 +47,7 @@ def for_apache(rec):
 
     def conv(k, v):
         if k in ("event_time", "received_at", "completed_at", "window_start", "window_end") and isinstance(v, int):
-            return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=v)
+            return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=v)
         if isinstance(v, dict):
             return {kk: conv(kk, vv) for kk, vv in v.items()}
         return v

@@ -9,7 +9,7 @@ newline, which is exactly the hole these properties found).
 from __future__ import annotations
 
 import string
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import strategies as st
@@ -66,9 +66,9 @@ def is_inert_key(key: object) -> bool:
 
 
 # timestamp-micros values a reader can turn into a datetime: 0001-01-01 .. 9999-12-31T23:59:59.999999Z.
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-MIN_TIME_US = (datetime(1, 1, 1, tzinfo=timezone.utc) - _EPOCH) // timedelta(microseconds=1)
-MAX_TIME_US = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc) - _EPOCH) // timedelta(microseconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MIN_TIME_US = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
+MAX_TIME_US = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
 
 
 def avro_values(schema: Any) -> st.SearchStrategy:

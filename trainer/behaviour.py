@@ -54,7 +54,7 @@ class BehaviouralTest(BaseModel):
     tolerance: float = Field(1e-6, ge=0, description="Score change below this is no change.")
 
     @model_validator(mode="after")
-    def _column_where_needed(self) -> "BehaviouralTest":
+    def _column_where_needed(self) -> BehaviouralTest:
         if self.kind != "noise" and not self.column:
             raise ValueError(f"behavioural test {self.name!r}: {self.kind} needs a column")
         return self

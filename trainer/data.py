@@ -10,10 +10,9 @@ how the model will be used.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Mapping
-
-import hashlib
 
 import numpy as np
 import pandas as pd

@@ -45,7 +45,7 @@ class TensorSet:
     def __len__(self) -> int:
         return int(self.target.shape[0])
 
-    def to(self, device: torch.device, pin: bool = False) -> "TensorSet":
+    def to(self, device: torch.device, pin: bool = False) -> TensorSet:
         move = (lambda t: t.pin_memory()) if pin else (lambda t: t.to(device))
         return TensorSet(tuple(move(t) for t in self.inputs), move(self.target))
 

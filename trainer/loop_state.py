@@ -78,7 +78,7 @@ class LoopState:
     _SAVED = STATE_KEYS
 
     @classmethod
-    def fresh(cls, model: nn.Module, spec: TrainingSpec, total_steps: int) -> "LoopState":
+    def fresh(cls, model: nn.Module, spec: TrainingSpec, total_steps: int) -> LoopState:
         opt = _optimizer(model, spec)
         return cls(opt, _scheduler(opt, spec, total_steps), torch.Generator().manual_seed(spec.seed))
 

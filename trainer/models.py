@@ -7,7 +7,7 @@ are TorchScript-able because they ship inside the exported artifact.
 
 
 from dataclasses import asdict, dataclass
-from typing import Any, List, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -67,7 +67,7 @@ class TabularMLP(nn.Module):
         self.body = _head(n_in, hidden_sizes, dropout, n_outputs)
 
     def forward(self, x_num: Tensor, x_cat: Tensor) -> Tensor:
-        parts: List[Tensor] = [x_num]
+        parts: list[Tensor] = [x_num]
         for i, emb in enumerate(self.embeddings):
             parts.append(emb(x_cat[:, i]))
         return self.body(torch.cat(parts, dim=1))

@@ -11,7 +11,7 @@ two paths cannot disagree.
 import keyword
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -96,7 +96,7 @@ def _is_missing(v: Any) -> bool:
 class TabularPreprocessor(nn.Module):
     """Standardizes numeric columns and maps categorical strings to vocabulary indices."""
 
-    vocabs: List[Dict[str, int]]
+    vocabs: list[dict[str, int]]
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], vocabs: Sequence[Sequence[str]]):
         super().__init__()
@@ -104,9 +104,9 @@ class TabularPreprocessor(nn.Module):
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32))
         self.vocabs = [{v: i + 1 for i, v in enumerate(vocab)} for vocab in vocabs]
 
-    def forward(self, numeric: Tensor, categorical: List[List[str]]) -> Tuple[Tensor, Tensor]:
+    def forward(self, numeric: Tensor, categorical: list[list[str]]) -> tuple[Tensor, Tensor]:
         x = self.standardize(numeric)
-        codes: List[Tensor] = []
+        codes: list[Tensor] = []
         j = 0
         for vocab in self.vocabs:
             codes.append(torch.tensor([vocab.get(v, 0) for v in categorical[j]], dtype=torch.long,

@@ -15,13 +15,13 @@ from typing import Any, Sequence
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.calibration import CalibrationDisplay, calibration_curve  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn.calibration import CalibrationDisplay, calibration_curve
+from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
-from trainer.evaluate import normalize_proba, per_row_loss  # noqa: E402
+from trainer.evaluate import normalize_proba, per_row_loss
 
 WORST_ROWS = 20
 _MAX_CURVES = 10

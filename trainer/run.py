@@ -28,8 +28,15 @@ from trainer.data import Split, Table, as_table, encode_labels, row_hashes, row_
 from trainer.errors import TrainingCheckError
 from trainer.evaluate import compute_metrics, primary_metric, slice_metrics, slice_values
 from trainer.export import export_model, load_exported, predict_columns, sample_columns
-from trainer.loop import (CheckpointErrorCallback, EpochCallback, ProgressCallback, TensorSet, fit, predict,
-                          resolve_device)
+from trainer.loop import (
+    CheckpointErrorCallback,
+    EpochCallback,
+    ProgressCallback,
+    TensorSet,
+    fit,
+    predict,
+    resolve_device,
+)
 from trainer.models import ModelConfig, build_model, param_count, resolve_kind
 from trainer.predictions import PREDICTIONS_FILE, write_test_predictions
 from trainer.preprocess import Preprocessing, fit_preprocessing, numeric_values

@@ -70,7 +70,7 @@ class TrainingSpec(BaseModel):
         (), description="Behavioural tests run on the exported model (trainer/behaviour.py); a failed one rejects.")
 
     @model_validator(mode="after")
-    def _fractions_leave_training_rows(self) -> "TrainingSpec":
+    def _fractions_leave_training_rows(self) -> TrainingSpec:
         if self.val_fraction + self.test_fraction > 0.8:
             raise ValueError("val_fraction + test_fraction must leave at least 20% of rows for training")
         if any(h < 1 for h in self.hidden_sizes) or any(c < 1 for c in self.cnn_channels):
@@ -80,7 +80,7 @@ class TrainingSpec(BaseModel):
     def to_json(self) -> str:
         return self.model_dump_json()
 
-    def resolved(self, n_train: int) -> "TrainingSpec":
+    def resolved(self, n_train: int) -> TrainingSpec:
         """This spec with every ``auto`` replaced by the budget rules of ``trainer.defaults``."""
         b = D.budget(n_train, batch=None if self.batch_size == D.AUTO else self.batch_size,
                      n_epochs=None if self.epochs == D.AUTO else self.epochs)
@@ -94,7 +94,7 @@ class TrainingSpec(BaseModel):
         return self.model_copy(update=update)
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "TrainingSpec":
+    def from_json(cls, text: str | bytes) -> TrainingSpec:
         """Parse a spec; a malformed one raises ``TrainerError`` naming the bad fields."""
         try:
             return cls.model_validate_json(text or "{}")
@@ -102,7 +102,7 @@ class TrainingSpec(BaseModel):
             raise TrainerError(f"invalid training spec: {_errors(exc)}") from exc
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TrainingSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainingSpec:
         try:
             return cls.model_validate(dict(data))
         except ValidationError as exc:
@@ -141,7 +141,7 @@ class DatasetInfo(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _columns_are_consistent(self) -> "DatasetInfo":
+    def _columns_are_consistent(self) -> DatasetInfo:
         if self.label_column in self.feature_columns:
             raise ValueError(f"label column {self.label_column!r} is also listed as a feature")
         if len(set(self.feature_columns)) != len(self.feature_columns):
@@ -155,7 +155,7 @@ class DatasetInfo(BaseModel):
         return bool(self.image_shape)
 
     @classmethod
-    def from_event(cls, event: Mapping[str, Any]) -> "DatasetInfo":
+    def from_event(cls, event: Mapping[str, Any]) -> DatasetInfo:
         """Build from a decoded ``DatasetCreated`` value; a bad one raises ``TrainerError``."""
         try:
             return cls(

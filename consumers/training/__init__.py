@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import logging
 
+from consumers.training.events import PRODUCER
+from consumers.training.handler import Interrupted, TrainingHandler
 from infra.kafka import ConsumerRunner, EventProducer
 from infra.kafka import topics as T
 from infra.logs import configure_logging
 from infra.settings import Settings
 from infra.storage import ArtifactStore
-
-from consumers.training.events import PRODUCER
-from consumers.training.handler import Interrupted, TrainingHandler
 
 GROUP = "training"   # consumer group name below kafka.topic_prefix (settings.group)
 EVENT_TYPES = ("DatasetCreated", "TrainingRequested")

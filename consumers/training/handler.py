@@ -27,6 +27,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+from consumers.training import events as E
+from consumers.training.jobs import Job, JobError, JobResolver
+from consumers.training.ledger import Claim, Heartbeat, RunAborted, RunLedger
 from infra.errors import DeliveryError, FatalError, SkipEvent
 from infra.kafka import topics as T
 from infra.kafka.envelope import Envelope
@@ -35,10 +38,6 @@ from infra.settings import Settings
 from infra.storage import ArtifactStore
 from producers.errors import ProducerError
 from trainer.errors import CheckpointError, TrainerError, TrainingStopped
-
-from consumers.training import events as E
-from consumers.training.jobs import Job, JobError, JobResolver
-from consumers.training.ledger import Claim, Heartbeat, RunAborted, RunLedger
 
 log = logging.getLogger("modelbus.consumers.training")
 CHECKPOINT_FILE = "checkpoint.pt"

@@ -241,7 +241,7 @@ class Heartbeat:
             except StorageError as exc:  # keep trying: a short store outage must not kill training
                 log.warning("lease renewal of %s failed: %s", self.claim.run_id, exc)
 
-    def __enter__(self) -> "Heartbeat":
+    def __enter__(self) -> Heartbeat:
         self._thread.start()
         return self
 

@@ -10,7 +10,7 @@ query behaves the same whichever engine answers it.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Mapping
 
 from clickhouse_connect.driver.binding import format_bind_value
@@ -24,7 +24,7 @@ def _normalize(value: Any) -> Any:
     """Datetimes become microsecond UTC text (format_bind_value would drop the microseconds)."""
     if isinstance(value, datetime):
         if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(UTC).replace(tzinfo=None)
         return value.strftime("%Y-%m-%d %H:%M:%S.%f")
     if isinstance(value, bool):
         return int(value)
@@ -55,4 +55,4 @@ def check_params(sql: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def encode_params(sql: str, params: Mapping[str, Any] | None) -> dict[str, str]:
     """Parameters as ClickHouse text (the form of HTTP ``param_<name>`` values), keyed by name."""
-    return {k: format_bind_value(v, timezone.utc) for k, v in check_params(sql, params).items()}
+    return {k: format_bind_value(v, UTC) for k, v in check_params(sql, params).items()}

@@ -61,7 +61,7 @@ def decode_body(body: bytes, content_encoding: str | None) -> bytes:
                               89, "UNKNOWN_COMPRESSION_METHOD")
     try:
         return decoder(body) if body else body
-    except Exception as exc:  # noqa: BLE001 - every codec raises its own type for corrupt input
+    except Exception as exc:
         raise ClickHouseError(f"Code: 271. DB::Exception: Cannot decompress the {encoding} request body: "
                               f"{type(exc).__name__}: {exc}. (CANNOT_DECOMPRESS)", 271, "CANNOT_DECOMPRESS") from exc
 

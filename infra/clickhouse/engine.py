@@ -124,7 +124,7 @@ def readonly_level(floor: int, asked: str | None) -> int:
 _FORMAT_SQL = "SELECT formatQuerySingleLine({q:String})"
 
 
-def _normalized(conn: "Connection", sql: str) -> str:
+def _normalized(conn: Connection, sql: str) -> str:
     """ClickHouse's own one-line rendering of ``sql`` (its parser decides what the statement is)."""
     return conn.query(_FORMAT_SQL, "RawBLOB", encode_params(_FORMAT_SQL, {"q": sql})).data.decode()
 
@@ -150,7 +150,7 @@ class Connection:
             raise ClickHouseUnavailable("the chdb engine is closed")
         try:
             return _result(self.raw.query(sql, fmt, params=dict(params or {})))
-        except Exception as exc:  # noqa: BLE001 - every engine failure carries ClickHouse's text
+        except Exception as exc:
             raise ClickHouseError.from_text(str(exc)) from exc
 
     def use(self, database: str | None) -> None:
@@ -191,7 +191,7 @@ class ChdbEngine:
             raise ClickHouseUnavailable("the chdb engine is closed")
         try:
             raw = self._connect(str(self.path))
-        except Exception as exc:  # noqa: BLE001 - chdb raises plain RuntimeError/ChdbError
+        except Exception as exc:
             raise ClickHouseUnavailable(
                 f"cannot open the chdb data directory {self.path}: {exc}. Only one process may open it; "
                 "other processes reach it through the embedded ClickHouse owner's HTTP interface "
@@ -374,13 +374,13 @@ def _stream_insert(conn: Connection, head_sql: str, fmt: str, data: bytes) -> Re
         raise ClickHouseUnavailable("the chdb engine is closed")
     try:
         ins = conn.raw.send_insert(head_sql, fmt)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ClickHouseError.from_text(str(exc)) from exc
     try:
         if data:
             ins.append(data)
         res = ins.finish()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         try:
             ins.cancel()
         except Exception:  # noqa: BLE001 - the insert is already aborted

@@ -27,7 +27,7 @@ class ClickHouseError(ModelBusError):
         self.name = name
 
     @classmethod
-    def from_text(cls, text: str, code: int | None = None) -> "ClickHouseError":
+    def from_text(cls, text: str, code: int | None = None) -> ClickHouseError:
         """Build from an engine/server message, keeping ClickHouse's text and extracting its code."""
         text = _URL_TAIL.sub("", str(text).strip())
         m = _CH_MESSAGE.search(text)

@@ -9,7 +9,7 @@ its live path never decodes (see ``consumers.telemetry_sink``).
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Iterable
 
 import pyarrow as pa
@@ -34,10 +34,10 @@ _STATS_FIELDS = ("dtype", "kind", "count", "null_count", "mean", "std", "min", "
 def _ts(value: Any) -> Any:
     """Aware datetime or epoch micros → 'YYYY-MM-DD hh:mm:ss.ffffff' UTC text ClickHouse parses exactly."""
     if isinstance(value, datetime):
-        value = value.astimezone(timezone.utc) if value.tzinfo else value
+        value = value.astimezone(UTC) if value.tzinfo else value
         return value.strftime("%Y-%m-%d %H:%M:%S.%f")
     if isinstance(value, int):
-        return datetime.fromtimestamp(value / 1e6, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+        return datetime.fromtimestamp(value / 1e6, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     return value
 
 
@@ -124,7 +124,7 @@ TELEMETRY_SCHEMA = pa.schema([
 
 def _micros(v: Any) -> int:
     if isinstance(v, datetime):
-        return int(v.timestamp() * 1_000_000) if v.tzinfo else int(v.replace(tzinfo=timezone.utc).timestamp() * 1e6)
+        return int(v.timestamp() * 1_000_000) if v.tzinfo else int(v.replace(tzinfo=UTC).timestamp() * 1e6)
     return int(v)
 
 

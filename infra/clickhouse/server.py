@@ -217,7 +217,7 @@ class Handler(BaseHTTPRequestHandler):
         except ClickHouseError as exc:
             self._error(exc, query_id)
             return
-        except Exception as exc:  # noqa: BLE001 - answer like a server, keep serving
+        except Exception as exc:
             log.exception("request failed")
             self._error(exception(1001, "STD_EXCEPTION", f"{type(exc).__name__}: {exc}"), query_id)
             return

@@ -84,7 +84,7 @@ class Store(abc.ABC):
         except ClickHouseError:
             return False
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -41,7 +41,7 @@ H_FINGERPRINT = "ce_avrofingerprint"
 H_ORIGINAL_ID = "ce_originalid"
 H_ORIGINAL_TYPE = "ce_originaltype"
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _DLQ_IDS = uuid.UUID("6f0e3b52-3c1a-4d7e-9a55-0c8f5b8e2d41")   # uuid5 namespace of dead-letter ids
 _CONSTANT: dict[bytes, dict[str, bytes]] = {}   # per writer schema fingerprint: the headers that never change
 
@@ -55,8 +55,8 @@ def rfc3339(when: int | dt.datetime) -> str:
     if not isinstance(when, dt.datetime):
         when = _EPOCH + dt.timedelta(microseconds=int(when))
     elif when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return when.astimezone(dt.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        when = when.replace(tzinfo=dt.UTC)
+    return when.astimezone(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def event_headers(schema: EventSchema, value: dict[str, Any]) -> dict[str, bytes]:

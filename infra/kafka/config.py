@@ -12,7 +12,6 @@ from typing import Any
 
 from infra.settings import KafkaSettings
 
-
 LIBRDKAFKA_LOG = logging.getLogger("modelbus.librdkafka")
 
 

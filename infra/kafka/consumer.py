@@ -31,14 +31,14 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 
 from infra.errors import DeliveryError, EventTooLarge, FatalError, PoisonEvent, SkipEvent
 from infra.kafka.config import consumer_config
-from infra.kafka.idempotency import ProcessedLog
-from infra.signals import on_stop_signals
 from infra.kafka.dlq import send_to_dlq
 from infra.kafka.edge import Edge, refusal_reason
 from infra.kafka.envelope import Envelope, headers_dict
+from infra.kafka.idempotency import ProcessedLog
 from infra.kafka.producer import EventProducer, make_codec
 from infra.kafka.size import oversized
 from infra.settings import Settings
+from infra.signals import on_stop_signals
 from schemas.codec import AvroCodec, SerializationError
 
 log = logging.getLogger("modelbus.kafka.consumer")
@@ -272,7 +272,7 @@ class ConsumerRunner:
                 return
             except FatalError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - transient by definition; bounded retries below
+            except Exception as exc:
                 if attempt >= self.max_attempts:
                     log.error("%s: %s failed %d times, dead-lettering: %s", self.name, env.coordinates,
                               attempt, exc)

@@ -40,8 +40,11 @@ def is_transient(exc: BaseException) -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _s3_lists() -> tuple[frozenset[str], frozenset[int], tuple[type[BaseException], ...]]:
-    from botocore.retries.standard import (ThrottledRetryableChecker, ThrottlingStatusCodeChecker,
-                                           TransientRetryableChecker)
+    from botocore.retries.standard import (
+        ThrottledRetryableChecker,
+        ThrottlingStatusCodeChecker,
+        TransientRetryableChecker,
+    )
 
     codes = frozenset(TransientRetryableChecker._TRANSIENT_ERROR_CODES) | frozenset(
         ThrottledRetryableChecker._THROTTLED_ERROR_CODES) | {"SlowDown", "ServiceUnavailable", "InternalError"}

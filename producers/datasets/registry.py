@@ -37,7 +37,7 @@ class DatasetRef:
     version: str | None = None
 
     @classmethod
-    def parse(cls, text: str) -> "DatasetRef":
+    def parse(cls, text: str) -> DatasetRef:
         name, _, version = text.strip().partition("@")
         check_dataset_name(name)
         version = version.lower() or None
@@ -68,7 +68,7 @@ class DatasetVersion:
     metadata: dict[str, Any]
 
     @classmethod
-    def from_metadata(cls, m: dict[str, Any]) -> "DatasetVersion":
+    def from_metadata(cls, m: dict[str, Any]) -> DatasetVersion:
         return cls(m["name"], m["version"], m.get("created_at", ""), int(m["row_count"]), int(m["size_bytes"]),
                    m["task"], m["label_column"], m["checksum"], m.get("parent_version"), m)
 

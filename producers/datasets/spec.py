@@ -83,13 +83,13 @@ class Expectation(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _range(self) -> "Expectation":
+    def _range(self) -> Expectation:
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"expectation on {self.column!r}: min {self.min} > max {self.max}")
         return self
 
     @classmethod
-    def parse(cls, text: str) -> "Expectation":
+    def parse(cls, text: str) -> Expectation:
         """Build from the CLI form ``col:rule[=arg]``: ``age:range=0..120``, ``region:allowed=eu,us``,
         ``id:unique``, ``age:not_null``, ``code:pattern=[A-Z]{3}``, ``x:min=0``, ``x:max=1``."""
         col, sep, rule = text.rpartition(":")
@@ -177,7 +177,7 @@ class DatasetSpec(BaseModel):
         return dict(v)
 
     @model_validator(mode="after")
-    def _roles(self) -> "DatasetSpec":
+    def _roles(self) -> DatasetSpec:
         if self.label in self.features:
             raise ValueError(f"label {self.label!r} cannot also be a feature")
         if self.time_column and self.time_column in self.features:

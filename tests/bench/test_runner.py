@@ -17,7 +17,7 @@ RECORD_KEYS = {"figure", "value", "unit", "baseline", "baseline_value", "ratio",
 def _modelbus(*args: str, cwd) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBUS_")}
     # run from elsewhere than the repository: the bench package must come from the installation
-    return subprocess.run([sys.executable, "-m", "infra.cli.main", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "infra.app.cli.main", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
 
 

@@ -22,13 +22,13 @@ from typer.testing import CliRunner
 
 from consumers.deploy_events import DEPLOYED, decision_event_id
 from consumers.deployer import ROLLBACK_TABLE, changelog_topic
+from infra.app.cli.models import app as serving_cli
+from infra.app.stack.process import free_port
+from infra.app.stack.triton import TritonServer, settings_env
 from infra.kafka import EventProducer
 from infra.kafka.config import consumer_config
 from infra.kafka.topics import MODELS_DEPLOYED, MODELS_REGISTERED, MODELS_REJECTED, dlq_name
-from infra.stack.process import free_port
-from infra.stack.triton import TritonServer, settings_env
 from schemas.codec import AvroCodec, SerializationError
-from serving.cli import app as serving_cli
 from serving.client import ModelClient
 from serving.reference_model import SAMPLE, build_module, run_module
 
@@ -83,7 +83,7 @@ class DeployerProcess:
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
 
-    def start(self, fault: str | None = None) -> "DeployerProcess":
+    def start(self, fault: str | None = None) -> DeployerProcess:
         env = dict(self.env, **({"MODELBUS_FAULT": fault} if fault else {}))
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "consumers.deployer", "--reconcile-interval", "1"],

@@ -14,13 +14,13 @@ import uuid
 import pytest
 
 from consumers.metadata_sink import build_runner
+from infra.app.stack.process import free_port
+from infra.app.stack.supervisor import Stack
 from infra.clickhouse import HttpStore
 from infra.clickhouse.migrate import migrate
 from infra.kafka import EventProducer
 from infra.kafka.admin import ensure_topics
 from infra.kafka.topics import MODELS_DEPLOYED, MODELS_REGISTERED, MODELS_REJECTED
-from infra.stack.process import free_port
-from infra.stack.supervisor import Stack
 
 from .test_deployer import DeployerProcess, TopicLog, candidate, serves, wait_until
 

@@ -9,7 +9,7 @@ the same bins, on both drivers (chdb in-process and the HTTP owner).
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,7 @@ from schemas.codec import AvroCodec
 from schemas.events import new_header
 from trainer.stats import column_stats
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 HOSTILE = "x'); DROP TABLE models; --"   # a feature name that must stay data
 REGIONS = ["EU", "US", "APAC"]
 _codec = AvroCodec()
@@ -290,7 +290,7 @@ def test_module_entry_point_runs_one_check(monitored, monkeypatch, read_topic):
                        "KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
                        "CLICKHOUSE__URL": settings.clickhouse.url, "CLICKHOUSE__DATABASE": settings.clickhouse.database,
                        "STACK__DATA_DIR": settings.stack.data_dir,
-                       "MONITORING__DRIFT_WINDOW_S": str(int((datetime.now(timezone.utc) - NOW).total_seconds()) + 300),
+                       "MONITORING__DRIFT_WINDOW_S": str(int((datetime.now(UTC) - NOW).total_seconds()) + 300),
                        }.items():
         monkeypatch.setenv(f"MODELBUS_{key}", value)
 

@@ -123,7 +123,7 @@ URIS = st.one_of(hostile_names(), st.sampled_from(["/etc", "file:///etc/passwd",
 @given(value=events_with("ModelRegistered", model_name=NAMES, model_version=st.integers(-3, 3), artifact_uri=URIS,
                          checksum=st.one_of(st.text(max_size=70), st.just("0" * 64))))
 def test_deploy_refuses_bad_names_versions_and_uris_without_touching_triton(value):
-    from infra.stack.process import free_port
+    from infra.app.stack.process import free_port
     from infra.storage.local import LocalStore
     from serving.client import ModelClient
     from serving.deploy import Deployer

@@ -13,9 +13,9 @@ import uuid
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from infra.app.stack.triton import settings_env
 from infra.kafka.config import consumer_config
 from infra.kafka.topics import SERVING_METRICS
-from infra.stack.triton import settings_env
 from schemas.codec import AvroCodec
 
 pytestmark = pytest.mark.stack

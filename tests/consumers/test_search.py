@@ -11,11 +11,11 @@ import sys
 import pytest
 
 from consumers import search_state as S
+from infra.app.stack.triton import settings_env
 from infra.kafka import EventProducer
 from infra.kafka import topics as T
-from infra.stack.triton import settings_env
-from producers.datasets import push_dataset
 from infra.storage.factory import store_from_settings
+from producers.datasets import push_dataset
 from schemas.events import child_header
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
@@ -62,8 +62,8 @@ def _dataset(settings, frame):
 def test_search_fans_out_trials_and_registers_only_the_best(search_settings, coordinator, training_consumer, tail,
                                                            churn_data, tmp_path, monkeypatch, capsys, read_topic):
     """Through ``modelbus train --search --trials --wait``, as a user would run it."""
-    from infra.cli.errors import run_cli
-    from infra.cli.main import app
+    from infra.app.cli.errors import run_cli
+    from infra.app.cli.main import app
 
     s = search_settings
     requests, runs = tail(s, T.TRAINING_REQUESTED), tail(s, T.TRAINING_RUNS)

@@ -212,7 +212,7 @@ def test_consumer_killed_mid_run_is_taken_over_with_attempt_2_from_its_checkpoin
     import subprocess
     import sys
 
-    from infra.stack.triton import settings_env
+    from infra.app.stack.triton import settings_env
 
     s = train_settings.with_overrides(training={"default_spec": {
         **train_settings.training.default_spec, "epochs": 12, "batch_size": 16, "hidden_sizes": [64, 64], "early_stopping_patience": None}})

@@ -13,11 +13,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import ValidationError
-
-from consumers.cli import CONSUMERS
 from deploy_model import COMPOSE, FIELDS, GRAFANA, IMAGES, ROOT, Model, Workload, resolve, secretish, settings_of
 from deploy_triton_checks import check_triton, check_triton_image  # noqa: F401  (re-exported: one checker module)
+from pydantic import ValidationError
+
+from consumers.registry import CONSUMERS
 from infra.kafka.topics import CATALOGUE, DLQ_SUFFIX
 
 CH_PLUGIN = "grafana-clickhouse-datasource"

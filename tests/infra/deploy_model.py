@@ -21,8 +21,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel
 
+from infra.app.stack.triton import TritonLayout
 from infra.settings import Settings
-from infra.stack.triton import TritonLayout
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "infra" / "deploy"
@@ -275,7 +275,7 @@ def parse_dockerfile(text: str) -> Dockerfile:
     return df
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _dockerfile(path: Path, mtime: float) -> Dockerfile:
     return parse_dockerfile(path.read_text())
 
@@ -289,7 +289,7 @@ def bundled_triton() -> TritonLayout:
     return TritonLayout.discover()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bundled_triton_version() -> str:
     """The server version the bundled tritonserver itself reports (its startup table).
 
@@ -363,7 +363,7 @@ def merge(base, over):
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parse(path: Path) -> list:
     return [d for d in yaml.load_all(path.read_text(), Loader=_Loader) if d]
 

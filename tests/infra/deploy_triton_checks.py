@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 
 from deploy_model import IMAGES, Dockerfile, Model, Workload, elf_needed, ngc_release, settings_of
 from pydantic import ValidationError
-from infra.stack.triton import PY_TAG, TritonLayout, TritonServer
+
+from infra.app.stack.triton import PY_TAG, TritonLayout, TritonServer
 
 TRITON_DOCKERFILE = IMAGES["modelbus-triton"]
 # Where the NVIDIA image keeps the Python backend (libtriton_python.so and the stub it runs).

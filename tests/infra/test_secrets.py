@@ -26,8 +26,8 @@ import psutil
 import pytest
 from pydantic import BaseModel, SecretStr
 
+from infra.app.stack.process import free_port
 from infra.settings import Settings
-from infra.stack.process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELBUS = str(Path(sys.executable).parent / "modelbus")
@@ -145,8 +145,8 @@ def test_stack_logs_files_and_events_hold_no_secret_and_the_stack_listens_on_loo
             monkeypatch.delenv(key)
         for key, value in env.items():
             monkeypatch.setenv(key, value)
+        from infra.app.stack.supervisor import Stack
         from infra.settings import load_settings
-        from infra.stack.supervisor import Stack
 
         stack = Stack(load_settings())
         check_loopback_only(stack)
@@ -199,8 +199,8 @@ def run_small_loop(settings: Settings, tmp_path: Path) -> list[tuple]:
     import pandas as pd
 
     from bench.bench_soak import deploy_reference_model
+    from infra.app.demo.procs import ConsumerGroup
     from infra.clickhouse import connect
-    from infra.demo.procs import ConsumerGroup
     from producers.sdk import ModelBus
     from serving.client import ModelClient
     from serving.reference_model import SAMPLE

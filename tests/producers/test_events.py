@@ -73,9 +73,9 @@ def test_committed_but_unpublished_version_is_published_by_the_next_push(mb, fra
 
 def test_failed_publish_keeps_the_version_and_the_next_push_sends_the_event(mb, frame):
     """A broker that never acknowledges: the push fails loudly, the durable version stays, the retry publishes."""
+    from infra.app.stack.process import free_port
     from infra.errors import DeliveryError
     from infra.kafka import EventProducer
-    from infra.stack.process import free_port
 
     dead = mb.settings.with_overrides(kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}"})
     producer = EventProducer(dead, name="producers.sdk", **{"message.timeout.ms": 1500})

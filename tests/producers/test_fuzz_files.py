@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from infra.stack.triton import settings_env
-from producers.cli import dataset_app
+from infra.app.cli.dataset import dataset_app
+from infra.app.stack.triton import settings_env
 from producers.errors import ProducerError
 from tests.fuzz_strategies import hostile_names
 

@@ -9,10 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+import schemas
 from producers.datasets.spec import DatasetSpec, Expectation, build_spec
 from producers.datasets.stats import DistinctCounter, StatsCollector
 from producers.errors import InvalidSpecError
-import schemas
 
 
 def _stats(table: pa.Table, chunk: int) -> dict:

@@ -37,7 +37,7 @@ def test_every_event_has_a_vector_for_its_current_schema():
 
 
 def test_the_page_publishes_every_vector():
-    from infra.docs import WIRE_VECTORS
+    from infra.app.docs import WIRE_VECTORS
 
     page = WIRE_VECTORS.read_text()
     for v in vectors():

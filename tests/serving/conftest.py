@@ -82,7 +82,7 @@ class Traffic:
 
         self._threads = [threading.Thread(target=loop) for _ in range(threads)]
 
-    def __enter__(self) -> "Traffic":
+    def __enter__(self) -> Traffic:
         for t in self._threads:
             t.start()
         time.sleep(0.3)

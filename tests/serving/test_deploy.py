@@ -160,8 +160,8 @@ def test_hostile_model_names_never_reach_the_repository(serving_settings, artifa
 
 
 def test_unreachable_triton_raises_and_leaves_the_config_as_it_was(tmp_path):
+    from infra.app.stack.process import free_port
     from infra.settings import load_settings
-    from infra.stack.process import free_port
     from infra.storage import open_store
     from serving.client import ModelClient
     from serving.errors import ServerUnavailable

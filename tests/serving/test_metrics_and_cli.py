@@ -7,8 +7,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from infra.app.stack.triton import TritonServer, settings_env
 from infra.errors import StackError
-from infra.stack.triton import TritonServer, settings_env
 from schemas.codec import AvroCodec
 from serving.errors import ServingError
 from serving.metrics_scraper import ScrapeError, parse_samples, run_scraper, scrape_once
@@ -62,7 +62,7 @@ def cli_env(serving_settings):
 
 
 def test_cli_models_list_and_predict(deployed_churn, cli_env, tmp_path):
-    from serving.cli import app
+    from infra.app.cli.models import app
 
     runner = CliRunner()
     listing = runner.invoke(app, ["models", "list"], env=cli_env)
@@ -89,7 +89,7 @@ def test_cli_models_list_and_predict(deployed_churn, cli_env, tmp_path):
 
 
 def test_cli_rollback_without_older_version_is_a_clear_error(deployed_churn, cli_env):
-    from serving.cli import app
+    from infra.app.cli.models import app
 
     res = CliRunner().invoke(app, ["rollback", "churn"], env=cli_env)
     assert isinstance(res.exception, ServingError) and "no older version of 'churn'" in str(res.exception)

@@ -10,8 +10,8 @@ import uuid
 import numpy as np
 import pytest
 
+from infra.app.stack.process import free_port
 from infra.settings import load_settings
-from infra.stack.process import free_port
 from schemas.codec import AvroCodec
 from serving.errors import InvalidRequest
 from serving.reference_model import SAMPLE, build_module, run_module

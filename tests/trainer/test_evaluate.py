@@ -2,8 +2,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainer.evaluate import (classification_metrics, compute_metrics, expected_calibration_error, primary_metric,
-                              regression_metrics, slice_metrics)
+from trainer.evaluate import (
+    classification_metrics,
+    compute_metrics,
+    expected_calibration_error,
+    primary_metric,
+    regression_metrics,
+    slice_metrics,
+)
 
 
 def test_primary_metrics_by_task():

@@ -9,8 +9,7 @@ from infra.storage.base import sha256_file
 from trainer.data import Table, as_table, encode_labels, split_indices
 from trainer.errors import ExportError
 from trainer.evaluate import compute_metrics
-from trainer.export import (export_model, load_exported, load_signature, predict_columns, script_model,
-                            set_model_version)
+from trainer.export import export_model, load_exported, load_signature, predict_columns, script_model, set_model_version
 from trainer.models import ModelConfig, build_model
 from trainer.preprocess import fit_preprocessing
 from trainer.run import train_and_evaluate

@@ -5,7 +5,7 @@ import torch
 
 from trainer.data import Table
 from trainer.errors import TrainingCheckError
-from trainer.preprocess import (OOV_INDEX, MISSING_TOKEN, feature_kind, fit_preprocessing, sanitize_names)
+from trainer.preprocess import MISSING_TOKEN, OOV_INDEX, feature_kind, fit_preprocessing, sanitize_names
 
 
 def _leaky_table():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import fastavro
 import pytest
@@ -24,7 +24,7 @@ from schemas.catalog import catalog
 from schemas.events import new_header
 
 # Recent on purpose: rows older than the telemetry TTL are dropped by ClickHouse at insert.
-BASE = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(hours=1)
+BASE = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,9 @@ import uuid
 
 import pytest
 
+from infra.app.stack.process import free_port
 from infra.clickhouse import ChdbStore, ClickHouseUnavailable, HttpStore, connect
 from infra.clickhouse.server import split_insert
-from infra.stack.process import free_port
 
 stack = pytest.mark.stack
 

@@ -25,10 +25,10 @@ import pytest
 from backports import zstd
 from clickhouse_connect.driver.exceptions import DatabaseError
 
+from infra.app.stack.clickhouse import ChdbServer
+from infra.app.stack.process import free_port
 from infra.clickhouse import HttpStore
 from infra.clickhouse.migrate import migrate
-from infra.stack.clickhouse import ChdbServer
-from infra.stack.process import free_port
 
 pytestmark = pytest.mark.stack
 

@@ -16,12 +16,12 @@ import uuid
 import pytest
 from confluent_kafka import OFFSET_STORED, KafkaError
 
+from infra.app.stack.process import free_port
+from infra.app.stack.supervisor import Stack
 from infra.errors import DeliveryError
 from infra.kafka import ConsumerRunner, EventProducer
 from infra.kafka.admin import admin_client
 from infra.kafka.topics import INFERENCE_TELEMETRY, MONITORING_DRIFT, SEARCH_INBOX
-from infra.stack.process import free_port
-from infra.stack.supervisor import Stack
 
 from .conftest import committed, drift_event, wait_for
 

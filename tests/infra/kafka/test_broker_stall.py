@@ -15,12 +15,12 @@ import uuid
 
 import pytest
 
+from infra.app.stack.process import free_port
+from infra.app.stack.tansu import TansuBroker
 from infra.errors import DeliveryError
 from infra.kafka import EventProducer
 from infra.kafka.admin import ensure_topics
 from infra.kafka.topics import INFERENCE_TELEMETRY, MONITORING_DRIFT
-from infra.stack.process import free_port
-from infra.stack.tansu import TansuBroker
 
 from .conftest import drift_event, read_all, wait_for
 

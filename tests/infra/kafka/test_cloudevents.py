@@ -18,7 +18,7 @@ from .conftest import read_all, wait_for
 def _event_time_us(when: str) -> int:
     parsed = dt.datetime.fromisoformat(when.replace("Z", "+00:00"))
     assert parsed.tzinfo is not None and when.endswith("Z")
-    return (parsed - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(microseconds=1)
+    return (parsed - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
 
 
 def assert_cloudevent(msg, event_type: str, value: dict) -> None:

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
+from infra.app.stack.triton import settings_env
 from infra.kafka import EventProducer
 from infra.kafka.dlq import H_REASON
 from infra.kafka.topics import MONITORING_DRIFT, dlq_name
-from infra.stack.triton import settings_env
 
 from .conftest import drift_event, read_all
 

@@ -62,8 +62,8 @@ def test_reader_from_the_end_or_the_beginning_and_skips_what_the_topic_does_not_
 
 
 def test_train_wait_and_the_demo_watcher_see_registry_framed_events(isolated_settings, registry_codecs):
-    from infra.demo.watch import EventWatcher
-    from trainer.cli_follow import Follower
+    from infra.app.cli.train_follow import Follower
+    from infra.app.demo.watch import EventWatcher
 
     s = isolated_settings
     writer_codec, _ = registry_codecs

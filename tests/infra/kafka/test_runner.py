@@ -11,7 +11,6 @@ from infra.errors import PoisonEvent, SkipEvent
 from infra.kafka import ConsumerRunner, EventProducer
 from infra.kafka import dlq as D
 from infra.kafka.topics import MONITORING_DRIFT, dlq_name
-
 from tests.event_samples import legacy_framed
 
 from .conftest import committed, drift_event, read_all, wait_for

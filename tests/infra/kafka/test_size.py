@@ -12,9 +12,8 @@ import pytest
 from confluent_kafka import Producer
 
 from infra.errors import EventTooLarge
-from infra.kafka import ConsumerRunner, EventProducer
+from infra.kafka import ConsumerRunner, EventProducer, size
 from infra.kafka import dlq as D
-from infra.kafka import size
 from infra.kafka.topics import MONITORING_DRIFT, dlq_name
 
 from .conftest import committed, drift_event, read_all, wait_for

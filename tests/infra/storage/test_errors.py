@@ -12,7 +12,7 @@ import errno
 import pytest
 from botocore.exceptions import ClientError
 
-from infra.stack.process import free_port
+from infra.app.stack.process import free_port
 from infra.storage import StorageError, StorageUnavailable, is_transient
 from infra.storage.errors import os_error, s3_is_transient
 from infra.storage.s3 import S3Store, raise_for_refused_keys
