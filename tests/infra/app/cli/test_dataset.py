@@ -14,7 +14,7 @@ from infra.app.cli.dataset import dataset_app
 from infra.app.stack.triton import settings_env
 from infra.kafka import topics
 
-from .conftest import read_events
+from tests.producers.conftest import read_events
 
 pytestmark = pytest.mark.stack
 
