@@ -157,12 +157,15 @@ class ModelClient:
 
     # -- inference ------------------------------------------------------------------------------
     def predict(self, model: str, inputs: Mapping[str, Any], version: int | str | None = None,
-                request_id: str = "") -> dict[str, np.ndarray]:
-        """Run one request; returns every output by name (``scores__0``, ``label__1``)."""
+                request_id: str = "", parameters: Mapping[str, bool | int | str] | None = None
+                ) -> dict[str, np.ndarray]:
+        """Run one request; returns every output by name (``scores__0``, ``label__1``).
+
+        ``parameters`` are Triton request parameters (e.g. ``serving.telemetry.SMOKE_PARAMETER``)."""
         sig = self.signature(model)
         result = self._call(self._client.infer, model, self.build_inputs(sig, inputs),
                             model_version=str(version or ""), request_id=request_id,
-                            client_timeout=self.timeout_s)
+                            parameters=dict(parameters) if parameters else None, client_timeout=self.timeout_s)
         return {o.name: result.as_numpy(o.name) for o in sig.outputs}
 
     def predict_async(self, model: str, infer_inputs: list[grpcclient.InferInput],

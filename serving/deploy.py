@@ -34,10 +34,10 @@ from serving.client import ModelClient
 from serving.errors import RepositoryError, ServerUnavailable, ServingError, SignatureError
 from serving.repository import ModelRepository, step_model_name, step_version, validate_model_name
 from serving.signature import Signature
+from serving.telemetry import SMOKE_PARAMETER
 
 log = logging.getLogger("modelbus.serving.deploy")
 STAGE_ARTIFACT, STAGE_LOAD, STAGE_SMOKE = "artifact", "load", "smoke"
-SMOKE_REQUEST_PREFIX = "modelbus-smoke-"   # request_id prefix of smoke inferences, so telemetry can tell them apart
 
 
 @dataclass(frozen=True)
@@ -279,7 +279,8 @@ class Deployer:
             sample_in = {s.column: _synthetic(s) for s in sig.inputs}
             expected = None
         self.client.signature(name, refresh=True)
-        got = self.client.predict(name, sample_in, version=version, request_id=f"{SMOKE_REQUEST_PREFIX}{name}-v{version}")
+        got = self.client.predict(name, sample_in, version=version, request_id=f"modelbus-smoke-{name}-v{version}",
+                                  parameters={SMOKE_PARAMETER: True})
         for spec in sig.outputs:
             arr = got[spec.name]
             if spec.dtype != "BYTES" and not np.isfinite(arr).all():

@@ -31,6 +31,9 @@ STAGE_DECODE = "decode"
 STAGE_MODEL = "model"
 STAGE_ENCODE = "encode"
 STAGES = (STAGE_DECODE, STAGE_MODEL, STAGE_ENCODE)
+# Triton request parameter (KServe "parameters" extension) that marks a smoke inference; the model copies it
+# into InferenceTelemetry.smoke. A schema field, not a request-id convention: clients pick their own ids.
+SMOKE_PARAMETER = "modelbus_smoke"
 
 log = logging.getLogger("modelbus.serving.telemetry")
 
@@ -38,7 +41,7 @@ log = logging.getLogger("modelbus.serving.telemetry")
 def telemetry_event(*, request_id: str, model_name: str, model_version: int, received_at: int, completed_at: int,
                     stages: dict[str, int], batch_size: int, numeric: dict[str, float] | None = None,
                     categorical: dict[str, str] | None = None, prediction: str = "", prediction_value: float = 0.0,
-                    confidence: float = 0.0, error: str | None = None) -> dict[str, Any]:
+                    confidence: float = 0.0, error: str | None = None, smoke: bool = False) -> dict[str, Any]:
     """An InferenceTelemetry value (times in microseconds since the epoch)."""
     numeric = numeric or {}
     categorical = categorical or {}
@@ -62,7 +65,17 @@ def telemetry_event(*, request_id: str, model_name: str, model_version: int, rec
         "confidence": float(confidence),
         "status": "error" if error else "ok",
         "error": error,
+        "smoke": bool(smoke),
     }
+
+
+def is_smoke(parameters_json: str) -> bool:
+    """Whether a request's parameters (the Python backend hands them over as a JSON object) mark it a smoke test."""
+    try:
+        params = json.loads(parameters_json or "{}")
+    except ValueError:
+        return False
+    return isinstance(params, dict) and params.get(SMOKE_PARAMETER) is True
 
 
 class TelemetryEmitter:

@@ -117,8 +117,8 @@ TELEMETRY_SCHEMA = pa.schema([
     ("stage_latency_us", pa.map_(pa.string(), pa.int64())), ("batch_size", pa.int32()),
     ("numeric_names", _STR_LIST), ("numeric_means", pa.list_(pa.float64())), ("categorical_names", _STR_LIST),
     ("categorical_values", _STR_LIST), ("prediction", pa.string()), ("prediction_value", pa.float64()),
-    ("confidence", pa.float64()), ("status", pa.string()), ("error", pa.string()), ("kafka_topic", pa.string()),
-    ("kafka_partition", pa.int32()), ("kafka_offset", pa.int64()),
+    ("confidence", pa.float64()), ("status", pa.string()), ("error", pa.string()), ("smoke", pa.bool_()),
+    ("kafka_topic", pa.string()), ("kafka_partition", pa.int32()), ("kafka_offset", pa.int64()),
 ])
 
 
@@ -143,6 +143,7 @@ def telemetry_arrow(values: Iterable[dict[str, Any]], kafka: Iterable[tuple[str,
         for name in ("request_id", "model_name", "model_version", "latency_us", "batch_size", "prediction",
                      "prediction_value", "confidence", "status", "error"):
             cols[name].append(v.get(name))
+        cols["smoke"].append(bool(v.get("smoke", False)))
         cols["received_at"].append(_micros(v["received_at"]))
         cols["completed_at"].append(_micros(v["completed_at"]))
         cols["stage_latency_us"].append(list(v.get("stage_latency_us", {}).items()))

@@ -30,7 +30,7 @@ from infra.logs import configure_logging
 from infra.settings import load_settings
 from serving.artifact import verify_checksum
 from serving.signature import Signature
-from serving.telemetry import STAGE_DECODE, STAGE_ENCODE, STAGE_MODEL, TelemetryEmitter, telemetry_event
+from serving.telemetry import STAGE_DECODE, STAGE_ENCODE, STAGE_MODEL, TelemetryEmitter, is_smoke, telemetry_event
 
 log = logging.getLogger("modelbus.serving.model")
 TORCH_THREADS = 1  # one instance = one core; scale with instance_group count instead
@@ -245,17 +245,17 @@ class TritonPythonModel:
                     elif spec.kind == "categorical":
                         categorical.append((spec.column, arr.reshape(-1)[0]))
             self.emitter.emit(functools.partial(
-                self._event, request.request_id(), received, completed, stages, n, numeric, categorical,
-                results.get(i), errors[i][0] if i in errors else None))
+                self._event, request.request_id(), is_smoke(request.parameters()), received, completed, stages, n,
+                numeric, categorical, results.get(i), errors[i][0] if i in errors else None))
 
-    def _event(self, request_id, received, completed, stages, n, numeric, categorical, outs, error) -> dict:
+    def _event(self, request_id, smoke, received, completed, stages, n, numeric, categorical, outs, error) -> dict:
         pred, value, conf = self._first_prediction(outs) if outs is not None else ("", 0.0, 0.0)
         return telemetry_event(
             request_id=request_id, model_name=self.model_name, model_version=self.model_version,
             received_at=received, completed_at=completed, stages=stages, batch_size=n,
             numeric={k: v for k, v in numeric if v == v},
             categorical={k: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for k, v in categorical},
-            prediction=pred, prediction_value=value, confidence=conf, error=error)
+            prediction=pred, prediction_value=value, confidence=conf, error=error, smoke=smoke)
 
     def _first_prediction(self, outs: list[np.ndarray]) -> tuple[str, float, float]:
         scores, label = outs[0], outs[1]

@@ -92,6 +92,32 @@ def test_block_rejected_by_clickhouse_falls_back_to_per_message_checks(sink_sett
     assert b"InferenceTelemetry" in dict(dlq[0].headers())[D.H_ERROR]
 
 
+def test_events_of_every_released_writer_schema_land_and_only_flagged_ones_read_as_smoke(sink_settings, ch):
+    """v1 producers (before `smoke`) still run during an upgrade: their rows read false, as Avro resolution says."""
+    import io
+
+    import fastavro
+
+    v1 = catalog().history["InferenceTelemetry"][0]
+    assert "smoke" not in {f["name"] for f in v1.expanded["fields"]}
+    old = telemetry(0) | {"request_id": "from-v1"}
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, v1.parsed, old)
+    p = EventProducer(sink_settings, name="tests")
+    topic = sink_settings.topic(INFERENCE_TELEMETRY)
+    p.send_raw(topic, b"\xc3\x01" + v1.fingerprint + buf.getvalue(), b"k0")
+    p.send(topic, "InferenceTelemetry", telemetry(1) | {"request_id": "flagged", "smoke": True}, key="k0")
+    p.send(topic, "InferenceTelemetry", telemetry(2) | {"request_id": "live"}, key="k0")
+    p.flush(30)
+
+    stats = run_sink(sink_settings, ch)
+
+    assert stats.inserted == 3 and stats.dead_lettered == 0
+    rows = ch.query_rows("SELECT request_id, smoke FROM inference_telemetry FINAL ORDER BY request_id")
+    assert rows == [{"request_id": "flagged", "smoke": True}, {"request_id": "from-v1", "smoke": False},
+                    {"request_id": "live", "smoke": False}]
+
+
 def _committed(settings, group: str) -> int:
     c = Consumer(consumer_config(settings.kafka, group))
     topic = settings.topic(INFERENCE_TELEMETRY)

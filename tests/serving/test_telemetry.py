@@ -15,7 +15,7 @@ from infra.settings import load_settings
 from schemas.codec import AvroCodec
 from serving.errors import InvalidRequest
 from serving.reference_model import SAMPLE, build_module, run_module
-from serving.telemetry import STAGES, TelemetryEmitter, telemetry_event
+from serving.telemetry import SMOKE_PARAMETER, STAGES, TelemetryEmitter, is_smoke, telemetry_event
 
 
 def _event(request_id: str = "r1", **kw) -> dict:
@@ -33,6 +33,18 @@ def test_events_are_valid_inference_telemetry_records():
     assert value["latency_us"] == 450 and value["status"] == "error" and value["error"] == "boom"
     assert value["numeric_names"] == ["age"] and value["categorical_values"] == ["EU"]
     assert value["header"]["correlation_id"] == "r1" and value["header"]["producer"] == "serving.triton"
+    assert value["smoke"] is False
+    assert codec.decode(codec.encode("InferenceTelemetry", _event(smoke=True))).value["smoke"] is True
+
+
+@pytest.mark.parametrize("params, smoke", [
+    (json.dumps({SMOKE_PARAMETER: True}), True),
+    (json.dumps({SMOKE_PARAMETER: False, "priority": 1}), False),
+    (json.dumps({SMOKE_PARAMETER: "true"}), False),   # only a real boolean marks a smoke test
+    ("{}", False), ("", False), ("not json", False), ("[1]", False),
+])
+def test_only_the_boolean_request_parameter_marks_a_smoke_inference(params, smoke):
+    assert is_smoke(params) is smoke
 
 
 def test_full_buffer_drops_and_counts_instead_of_blocking(tmp_path, caplog):
@@ -80,8 +92,13 @@ def test_served_requests_emit_telemetry_that_arrives_in_kafka(deployed_churn, mo
     bad_id = f"bad-{run}"
     with pytest.raises(InvalidRequest):
         model_client.predict("churn", {**SAMPLE, "age": [np.nan, 1.0, 2.0, 3.0]}, request_id=bad_id)
-    found = telemetry_events(serving_settings, "churn", set(ok_ids) | {bad_id})
-    assert set(found) == set(ok_ids) | {bad_id}
+    flagged, imposter = f"flagged-{run}", f"modelbus-smoke-{run}"   # the flag marks it, never the id's text
+    model_client.predict("churn", SAMPLE, request_id=flagged, parameters={SMOKE_PARAMETER: True})
+    model_client.predict("churn", SAMPLE, request_id=imposter)
+    deployer_smoke = "modelbus-smoke-churn-v1"   # the deployer's own smoke inference when it loaded version 1
+    found = telemetry_events(serving_settings, "churn", set(ok_ids) | {bad_id, flagged, imposter, deployer_smoke})
+    assert set(found) == set(ok_ids) | {bad_id, flagged, imposter, deployer_smoke}
+    assert {rid for rid, ev in found.items() if ev["smoke"]} == {deployer_smoke, flagged}
     scores, label = run_module(build_module(seed=0), SAMPLE)
     ev = found[ok_ids[0]]
     assert (ev["model_name"], ev["model_version"], ev["batch_size"], ev["status"]) == ("churn", 1, 4, "ok")

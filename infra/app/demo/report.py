@@ -9,12 +9,11 @@ from rich.console import Console
 from rich.table import Table
 
 from infra.settings import Settings
-from serving.deploy import SMOKE_REQUEST_PREFIX
 
 LATENCY_SQL = """
 SELECT model_version,
        count()                                  AS requests,
-       countIf(startsWith(request_id, {smoke:String})) AS smoke,
+       countIf(smoke)                           AS smoke,
        countIf(status != 'ok')                  AS errors,
        round(quantile(0.50)(latency_us) / 1000, 3) AS p50_ms,
        round(quantile(0.95)(latency_us) / 1000, 3) AS p95_ms,
@@ -42,7 +41,7 @@ def final_report(settings: Settings, store, reg1: dict, reg2: dict, dec1: tuple,
                      "checks": [dict(c) for c in dec2[1].get("checks", [])]},
         "slices": [dict(s, metrics=dict(s["metrics"])) for s in serving["slice_metrics"]],
         "primary_metric": serving["primary_metric"],
-        "latency_sql": store.query_rows(LATENCY_SQL, {"model": model, "smoke": SMOKE_REQUEST_PREFIX}),
+        "latency_sql": store.query_rows(LATENCY_SQL, {"model": model}),
         "lineage": _first(store.query_rows(LINEAGE_SQL, {"model": model})),
         "drift": [{"feature": d["feature"], "psi": d["psi"], "p_value": d["p_value"], "test": d["test"]}
                   for d in watcher.of("DriftDetected")],

@@ -228,10 +228,8 @@ def _send_traffic(settings: Settings, model: str, rows: list[dict[str, list]], c
 
 def _telemetry_count(store, model: str) -> int:
     """Rows of the load generator's requests (the deployer's smoke inferences are not counted)."""
-    from serving.deploy import SMOKE_REQUEST_PREFIX
-
     rows = store.query_rows("SELECT count() AS n FROM inference_telemetry FINAL WHERE model_name = {m:String}"
-                            " AND NOT startsWith(request_id, {smoke:String})", {"m": model, "smoke": SMOKE_REQUEST_PREFIX})
+                            " AND NOT smoke", {"m": model})
     return int(rows[0]["n"]) if rows else 0
 
 
