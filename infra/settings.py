@@ -2,7 +2,7 @@
 
 Settings are built once at the entry point (CLI command, consumer main) and
 passed down; nothing reads ``os.environ`` deeper in the code. Each field is
-documented because the README's settings table is generated from these
+documented because the settings table in docs/settings.md is generated from these
 descriptions. Sources, highest priority first: keyword arguments, environment
 variables (``MODELBUS_<SECTION>__<FIELD>``, e.g. ``MODELBUS_KAFKA__BOOTSTRAP_SERVERS``),
 the TOML file named by ``MODELBUS_CONFIG``, then the defaults below.

@@ -1,11 +1,12 @@
-"""README sections rendered from the code: topic catalogue, settings reference, dashboard queries;
+"""Docs sections rendered from the code: topic catalogue, settings reference, dashboard queries;
 and whole generated pages under docs/ (the wire format's test vectors).
 
 Hand-kept tables drift from what they describe, so these three are rendered
 from ``infra/kafka/topics.py`` + the Avro schemas, ``infra/settings.py`` and
 ``infra/clickhouse/dashboards/*.sql``, and written between marker comments in
-README.md; a generated page is written whole. ``tests/infra/app/test_docs.py``
-fails when the README or a page holds an older rendering. Only defaults are shown, never the current environment, so the
+the page each one lives in (``SECTIONS`` names it); a generated page is written
+whole (``PAGES``). ``tests/infra/app/test_docs.py`` fails when a file holds an
+older rendering. Only defaults are shown, never the current environment, so the
 output is the same on every machine.
 
 Refresh: ``python -m infra.app.docs``; check only: ``python -m infra.app.docs --check``.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import types
@@ -26,8 +28,8 @@ from pydantic import BaseModel, SecretStr
 from pydantic_core import PydanticUndefined
 
 ROOT = Path(__file__).resolve().parents[2]
-README = ROOT / "README.md"
-WIRE_VECTORS = ROOT / "docs" / "wire-vectors.md"
+DOCS = ROOT / "docs"
+WIRE_VECTORS = DOCS / "wire-vectors.md"
 REFRESH_COMMAND = "python -m infra.app.docs"
 _KEY = re.compile(r"Key:\s*([^.]+)\.")
 
@@ -41,6 +43,11 @@ def _rel(path: Path) -> str:
     return path.resolve().relative_to(ROOT).as_posix()
 
 
+def _link(path: Path, page: Path) -> str:
+    """Link target of ``path`` as written in the markdown file ``page``."""
+    return Path(os.path.relpath(path.resolve(), page.parent)).as_posix()
+
+
 # -- topics -------------------------------------------------------------------------------------
 def event_key(event: str) -> str:
     """The message key an event is sent with, as its schema's doc states it ('Key: model name.')."""
@@ -51,7 +58,7 @@ def event_key(event: str) -> str:
     return m.group(1).strip() if m else ""
 
 
-def render_topics() -> str:
+def render_topics(page: Path) -> str:
     from infra.kafka.topics import CATALOGUE, DLQ_SUFFIX
     from infra.settings import KafkaSettings
     from schemas.catalog import AVRO_DIR, NAMESPACE
@@ -60,7 +67,7 @@ def render_topics() -> str:
     lines = ["| topic | event (schema) | key | partitions | produced by | consumed by |",
              "|---|---|---|---|---|---|"]
     for spec in CATALOGUE:
-        events = ", ".join(f"[{e}]({_rel(AVRO_DIR / f'{NAMESPACE}.{e}.avsc')})" for e in spec.events)
+        events = ", ".join(f"[{e}]({_link(AVRO_DIR / f'{NAMESPACE}.{e}.avsc', page)})" for e in spec.events)
         keys = "; ".join(sorted({event_key(e) for e in spec.events} - {""})) or "-"
         parts = str(spec.partitions) if spec.partitions else "`kafka.default_partitions`"
         if spec.compacted:
@@ -124,27 +131,27 @@ def settings_rows() -> list[tuple[str, str, str, str, bool]]:
     return rows
 
 
-def render_settings() -> str:
+def render_settings(page: Path) -> str:
     lines = ["| environment variable | type | default | description |", "|---|---|---|---|"]
-    for env, kind, default, desc, secret in settings_rows():
+    for env, kind, default, desc, _secret in settings_rows():
         lines.append(f"| `{env}` | {kind} | {default} | {_cell(desc)} |")
     return "\n".join(lines)
 
 
 # -- dashboard queries ----------------------------------------------------------------------------
-def render_dashboards() -> str:
+def render_dashboards(page: Path) -> str:
     from infra.clickhouse.dashboards import DASHBOARD_DIR, describe, load_dashboard_queries, parameters
 
     lines = ["| query | shows | parameters |", "|---|---|---|"]
     for name, sql in load_dashboard_queries().items():
         params = ", ".join(f"`{p}` ({t})" for p, t in parameters(sql).items())
-        lines.append(f"| [`{name}`]({_rel(DASHBOARD_DIR / f'{name}.sql')}) | {_cell(describe(sql))} "
+        lines.append(f"| [`{name}`]({_link(DASHBOARD_DIR / f'{name}.sql', page)}) | {_cell(describe(sql))} "
                      f"| {_cell(params)} |")
     return "\n".join(lines)
 
 
 # -- wire test vectors ---------------------------------------------------------------------------
-def render_wire_vectors() -> str:
+def render_wire_vectors(page: Path) -> str:
     from schemas.vectors import vectors
 
     found = vectors()
@@ -167,70 +174,84 @@ def render_wire_vectors() -> str:
     return "\n".join(lines)
 
 
-PAGES: dict[Path, Callable[[], str]] = {WIRE_VECTORS: render_wire_vectors}
-
-
-def stale_pages() -> list[Path]:
-    """Generated pages that are missing or differ from a fresh rendering."""
-    return [p for p, render in PAGES.items() if not p.exists() or p.read_text() != render()]
-
-
-SECTIONS: dict[str, Callable[[], str]] = {
-    "topics": render_topics,
-    "settings": render_settings,
-    "dashboards": render_dashboards,
+# -- where each rendering goes --------------------------------------------------------------------
+# Renderers take the file they are written into (in the real tree), so their links are relative to it.
+Render = Callable[[Path], str]
+SECTIONS: dict[str, tuple[Path, Render]] = {       # marker name → (the page holding the markers, renderer)
+    "topics": (DOCS / "events.md", render_topics),
+    "settings": (DOCS / "settings.md", render_settings),
+    "dashboards": (DOCS / "sql.md", render_dashboards),
 }
+PAGES: dict[Path, Render] = {WIRE_VECTORS: render_wire_vectors}    # pages generated whole
+
+
+def targets() -> list[Path]:
+    """Every file the generator writes into: the pages holding sections, then the whole pages."""
+    return sorted({page for page, _ in SECTIONS.values()}) + list(PAGES)
 
 
 def _markers(name: str) -> tuple[str, str]:
     return f"<!-- BEGIN generated:{name} -->", f"<!-- END generated:{name} -->"
 
 
-def _span(text: str, name: str) -> tuple[int, int]:
+def _span(text: str, name: str, page: Path) -> tuple[int, int]:
     begin, end = _markers(name)
     i, j = text.find(begin), text.find(end)
     if i < 0 or j < i:
-        raise ValueError(f"README.md lacks the markers {begin} ... {end}")
+        raise ValueError(f"{_rel(page)} lacks the markers {begin} ... {end}")
     return i + len(begin), j
 
 
-def update(text: str) -> str:
-    """``text`` with every generated section replaced by a fresh rendering."""
-    for name, render in SECTIONS.items():
-        start, stop = _span(text, name)
-        text = text[:start] + "\n" + render() + "\n" + text[stop:]
+def _sections_in(page: Path) -> list[str]:
+    return [name for name, (target, _) in SECTIONS.items() if target == page]
+
+
+def update(text: str, page: Path) -> str:
+    """``text`` of ``page`` with every generated section it holds replaced by a fresh rendering."""
+    for name in _sections_in(page):
+        start, stop = _span(text, name, page)
+        text = text[:start] + "\n" + SECTIONS[name][1](page) + "\n" + text[stop:]
     return text
 
 
-def stale_sections(text: str) -> list[str]:
-    """Names of the generated sections whose text differs from a fresh rendering."""
-    fresh = update(text)
-    return [n for n in SECTIONS if text[slice(*_span(text, n))] != fresh[slice(*_span(fresh, n))]]
+def stale_sections(text: str, page: Path) -> list[str]:
+    """Names of the generated sections of ``page`` whose text differs from a fresh rendering."""
+    fresh = update(text, page)
+    return [n for n in _sections_in(page) if text[slice(*_span(text, n, page))] != fresh[slice(*_span(fresh, n, page))]]
+
+
+def stale(root: Path = ROOT) -> dict[Path, str]:
+    """Generated files that are missing or differ from a fresh rendering → why. ``root`` holds the files
+    (the repository, or a copy of it); renderings are always made for their place in the real tree."""
+    found: dict[Path, str] = {}
+    for page in targets():
+        file = root / page.relative_to(ROOT)
+        if page in PAGES:
+            if not file.exists() or file.read_text() != PAGES[page](page):
+                found[page] = "stale generated page"
+        elif names := stale_sections(file.read_text(), page):
+            found[page] = f"stale generated section(s) {', '.join(names)}"
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=REFRESH_COMMAND, description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if README.md is stale; write nothing")
-    parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--check", action="store_true", help="exit 1 if a generated file is stale; write nothing")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the tree whose docs to check or refresh "
+                                                              "(default: this repository; tests use a copy)")
     args = parser.parse_args(argv)
-    text = args.readme.read_text()
-    stale = stale_sections(text)
-    pages = stale_pages()
-    if args.check:
-        if stale:
-            print(f"{args.readme}: stale generated section(s) {', '.join(stale)}; run `{REFRESH_COMMAND}`",
-                  file=sys.stderr)
-        for page in pages:
-            print(f"{_rel(page)}: stale generated page; run `{REFRESH_COMMAND}`", file=sys.stderr)
-        return 1 if stale or pages else 0
-    if stale:
-        args.readme.write_text(update(text))
-    for page in pages:
-        page.parent.mkdir(parents=True, exist_ok=True)
-        page.write_text(PAGES[page]())
-        print(f"{_rel(page)}: refreshed")
-    print(f"{args.readme}: " + (f"refreshed {', '.join(stale)}" if stale else "up to date"))
-    return 0
+    found = stale(args.root)
+    for page, why in found.items():
+        if args.check:
+            print(f"{_rel(page)}: {why}; run `{REFRESH_COMMAND}`", file=sys.stderr)
+            continue
+        file = args.root / page.relative_to(ROOT)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(PAGES[page](page) if page in PAGES else update(file.read_text(), page))
+        print(f"{_rel(page)}: refreshed ({why})")
+    if not found:
+        print(f"{', '.join(_rel(p) for p in targets())}: up to date")
+    return 1 if args.check and found else 0
 
 
 if __name__ == "__main__":

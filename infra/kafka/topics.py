@@ -26,7 +26,7 @@ DLQ_SUFFIX = ".dlq"
 class TopicSpec:
     name: str                       # logical name, without prefix
     events: tuple[str, ...]         # event types it carries
-    producers: str                  # who writes it (documentation, README catalogue)
+    producers: str                  # who writes it (documentation: the catalogue in docs/events.md)
     consumers: str                  # who reads it
     partitions: int | None = None   # None: settings.kafka.default_partitions
     compacted: bool = False
