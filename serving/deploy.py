@@ -113,7 +113,8 @@ class Deployer:
         with tempfile.TemporaryDirectory(prefix="modelbus-deploy-") as tmp:
             try:
                 artifact = fetch_artifact(self.store, base["artifact_uri"], base["checksum"], Path(tmp))
-                meta = {"run_id": registered.get("run_id", ""), "dataset_version": registered.get("dataset_version", ""),
+                meta = {"run_id": registered.get("run_id", ""),
+                        "dataset_version": registered.get("dataset_version", ""),
                         "primary_metric": registered.get("primary_metric", ""),
                         "metrics": dict(registered.get("metrics") or {}),
                         "event_id": str((registered.get("header") or {}).get("event_id", "")),
@@ -279,7 +280,8 @@ class Deployer:
             sample_in = {s.column: _synthetic(s) for s in sig.inputs}
             expected = None
         self.client.signature(name, refresh=True)
-        got = self.client.predict(name, sample_in, version=version, request_id=f"{SMOKE_REQUEST_PREFIX}{name}-v{version}")
+        got = self.client.predict(name, sample_in, version=version,
+                                  request_id=f"{SMOKE_REQUEST_PREFIX}{name}-v{version}")
         for spec in sig.outputs:
             arr = got[spec.name]
             if spec.dtype != "BYTES" and not np.isfinite(arr).all():

@@ -37,9 +37,10 @@ class TrainingSpec(BaseModel):
     dropout: float = Field(D.DROPOUT, ge=0.0, lt=1.0)
     epochs: Annotated[int, Field(ge=1, le=10_000)] | Literal["auto"] = Field(D.AUTO,
                                           description="Maximum epochs; auto: from the row count (trainer.defaults).")
-    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(D.AUTO, description="Rows per step and per process (DDP); "
-                                              "auto: from the row count.")
-    lr: Annotated[float, Field(gt=0.0)] | Literal["auto"] = Field(D.AUTO, description=f"Peak learning rate; auto: {D.LR:g}.")
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        D.AUTO, description="Rows per step and per process (DDP); auto: from the row count.")
+    lr: Annotated[float, Field(gt=0.0)] | Literal["auto"] = Field(
+        D.AUTO, description=f"Peak learning rate; auto: {D.LR:g}.")
     weight_decay: float = Field(D.WEIGHT_DECAY, ge=0.0)
     lr_schedule: Literal["onecycle", "cosine", "constant"] = Field(
         "onecycle", description="onecycle: warmup then cosine decay; cosine: decay only; constant.")
@@ -190,7 +191,8 @@ def check_request_spec(spec: Mapping[str, Any] | BaseModel | str | None) -> dict
     else:
         doc = spec
     if not isinstance(doc, Mapping):
-        raise TrainerError(f"invalid training spec: expected an object of TrainingSpec fields, got {type(doc).__name__}")
+        raise TrainerError("invalid training spec: expected an object of TrainingSpec fields, "
+                           f"got {type(doc).__name__}")
     doc = dict(doc)
     TrainingSpec.from_dict(doc)
     return doc

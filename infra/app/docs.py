@@ -126,7 +126,7 @@ def settings_rows() -> list[tuple[str, str, str, str, bool]]:
 
 def render_settings() -> str:
     lines = ["| environment variable | type | default | description |", "|---|---|---|---|"]
-    for env, kind, default, desc, secret in settings_rows():
+    for env, kind, default, desc, _secret in settings_rows():
         lines.append(f"| `{env}` | {kind} | {default} | {_cell(desc)} |")
     return "\n".join(lines)
 

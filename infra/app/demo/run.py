@@ -126,7 +126,8 @@ def run_demo(settings: Settings, *, keep: bool, requests: int = 3000, shifted_sh
                     dec1 = _decision(watcher, reg1, 180)
                     if dec1[0] != "ModelDeployed":
                         raise ModelBusError(f"first model was rejected: {dec1[1]['reason']}")
-                    board.set("deploy-v1", "[yellow]running[/]", f"serving {reg1['model_name']} v{reg1['model_version']}")
+                    board.set("deploy-v1", "[yellow]running[/]",
+                              f"serving {reg1['model_name']} v{reg1['model_version']}")
                 with board.stage("traffic"):
                     load = _send_traffic(settings, reg1["model_name"], request_rows(requests, 11, shifted_share))
                     summary["traffic"] = load
@@ -231,7 +232,8 @@ def _telemetry_count(store, model: str) -> int:
     from serving.deploy import SMOKE_REQUEST_PREFIX
 
     rows = store.query_rows("SELECT count() AS n FROM inference_telemetry FINAL WHERE model_name = {m:String}"
-                            " AND NOT startsWith(request_id, {smoke:String})", {"m": model, "smoke": SMOKE_REQUEST_PREFIX})
+                            " AND NOT startsWith(request_id, {smoke:String})",
+                            {"m": model, "smoke": SMOKE_REQUEST_PREFIX})
     return int(rows[0]["n"]) if rows else 0
 
 
