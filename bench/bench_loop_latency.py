@@ -41,7 +41,7 @@ def _frame(seed: int, n: int = 400) -> pd.DataFrame:
 class _Reader:
     """Receives TrainingRunUpdated and ModelRegistered and notes when each arrived."""
 
-    def __init__(self, settings):
+    def __init__(self, settings) -> None:
         from infra.kafka import topics as T
         from infra.kafka.reader import TopicReader
 

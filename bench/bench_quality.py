@@ -20,11 +20,12 @@ and ``quality.md``. Run: ``python -m bench.bench_quality [--quick]``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from bench.bench_quality_data import QUICK, SUITE, QualityDataset
 from serving.paired import margin_in_units
@@ -42,6 +43,14 @@ def run(quick: bool = False, out_dir: Path = RESULTS, names: tuple[str, ...] | N
     rows = _run_loop(chosen)
     write_results(rows, Path(out_dir))
     return records(rows)
+
+
+def _of_version(version: str) -> Callable[[dict], bool]:
+    return lambda v: v["dataset_version"] == version
+
+
+def _finished_run(run_id: str) -> Callable[[dict], bool]:
+    return lambda v: v["run_id"] == run_id and v["status"] == "finished"
 
 
 def _run_loop(datasets: list[QualityDataset]) -> list[dict[str, Any]]:
@@ -71,11 +80,10 @@ def _run_loop(datasets: list[QualityDataset]) -> list[dict[str, Any]]:
                     started = time.monotonic()
                     pushed = mb.push_dataset(ds.load(), name=ds.name, label=ds.label, task=ds.task,
                                              source=f"bench:{ds.source}")
-                    reg = watcher.wait_for(f"ModelRegistered {ds.name}", lambda version=pushed.version: watcher.of(
-                        "ModelRegistered", lambda v: v["dataset_version"] == version), TIMEOUT_S)[0]
+                    reg = watcher.wait_for(f"ModelRegistered {ds.name}", functools.partial(
+                        watcher.of, "ModelRegistered", _of_version(pushed.version)), TIMEOUT_S)[0]
                     kind, decision = _decision(watcher, reg, TIMEOUT_S)
-                    finished = watcher.of("TrainingRunUpdated", lambda v, run_id=reg["run_id"]: v["run_id"] == run_id
-                                          and v["status"] == "finished")
+                    finished = watcher.of("TrainingRunUpdated", _finished_run(reg["run_id"]))
                     rows.append(summarise(ds, reg, kind, decision, finished[0] if finished else {},
                                           time.monotonic() - started, pushed.row_count, pushed.warnings))
         finally:
@@ -140,8 +148,8 @@ def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def write_results(rows: list[dict[str, Any]], out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    doc = {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "margin": MARGIN, "rows": rows,
-           "targets": targets(rows)}
+    doc: dict[str, Any] = {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "margin": MARGIN,
+                           "rows": rows, "targets": targets(rows)}
     path = out_dir / "quality.json"
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     (out_dir / "quality.md").write_text(table(rows, doc["targets"]))

@@ -84,6 +84,7 @@ def _wait_rows(store, n: int, proc: subprocess.Popen, timeout: float) -> tuple[f
         if c and first_t is None:
             first_t, first_n = now, c
         if c >= n:
+            assert first_t is not None, "no rows to wait for"   # set when the first rows showed up
             return first_t, now, first_n
         if proc.poll() is not None:
             raise RuntimeError(f"sink exited with {proc.returncode}")

@@ -86,9 +86,10 @@ class Deployer:
             version = int(registered.get("model_version") or 0)
         except (TypeError, ValueError):
             version = 0
-        base = dict(model_name=name, model_version=version, action=action, backend=self.repo.options.backend,
-                    repository_uri=self.repo.uri, checksum=str(registered.get("checksum", "")),
-                    artifact_uri=str(registered.get("artifact_uri", "")))
+        base: dict[str, Any] = dict(model_name=name, model_version=version, action=action,
+                                    backend=self.repo.options.backend, repository_uri=self.repo.uri,
+                                    checksum=str(registered.get("checksum", "")),
+                                    artifact_uri=str(registered.get("artifact_uri", "")))
 
         def result(ok: bool, stage: str = "", reason: str = "", **kw: Any) -> DeployResult:
             return DeployResult(ok=ok, stage=stage, reason=reason, duration_s=time.monotonic() - t0, **{**base, **kw})
@@ -182,7 +183,7 @@ class Deployer:
         serving = self._serving(name)
         info = self.repo.version_info(name, serving) if serving and self.repo.has_version(name, serving) else {}
         try:
-            ready = bool(serving) and self._ready(name, serving)
+            ready = bool(serving and self._ready(name, serving))
         except ServingError:
             ready = False
         return {"model_name": name, "serving_version": serving, "versions": self.repo.versions(name),

@@ -32,7 +32,7 @@ SAMPLE_PREFIX = "modelbus_telemetry_"
 class LossLedger:
     """Losses per (minute, kind), taken out by a report and put back when it was not delivered."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._counts: Counter = Counter()
         self._lock = threading.Lock()
 

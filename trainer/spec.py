@@ -81,10 +81,29 @@ class TrainingSpec(BaseModel):
     def to_json(self) -> str:
         return self.model_dump_json()
 
+    # The budget of a resolved spec (``resolved``), or one that set it: a number, never "auto".
+    @property
+    def resolved_epochs(self) -> int:
+        return self._set("epochs")
+
+    @property
+    def resolved_batch_size(self) -> int:
+        return self._set("batch_size")
+
+    @property
+    def resolved_lr(self) -> float:
+        return self._set("lr")
+
+    def _set(self, name: str) -> Any:
+        value = getattr(self, name)
+        if value == D.AUTO:
+            raise TrainerError(f"training spec: {name} is still auto here (resolve the spec first)")
+        return value
+
     def resolved(self, n_train: int) -> TrainingSpec:
         """This spec with every ``auto`` replaced by the budget rules of ``trainer.defaults``."""
-        b = D.budget(n_train, batch=None if self.batch_size == D.AUTO else self.batch_size,
-                     n_epochs=None if self.epochs == D.AUTO else self.epochs)
+        b = D.budget(n_train, batch=None if self.batch_size == D.AUTO else self.resolved_batch_size,
+                     n_epochs=None if self.epochs == D.AUTO else self.resolved_epochs)
         untouched = all(v == D.AUTO for v in (self.epochs, self.batch_size, self.lr))
         update: dict[str, Any] = {"batch_size": b["batch_size"], "epochs": b["epochs"],
                                   "lr": D.LR if self.lr == D.AUTO else self.lr}
