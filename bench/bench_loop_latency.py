@@ -41,7 +41,7 @@ def _frame(seed: int, n: int = 400) -> pd.DataFrame:
 class _Reader:
     """Receives TrainingRunUpdated and ModelRegistered and notes when each arrived."""
 
-    def __init__(self, settings):
+    def __init__(self, settings) -> None:
         from infra.kafka import topics as T
         from infra.kafka.reader import TopicReader
 
@@ -111,7 +111,7 @@ def run(quick: bool = False) -> list[dict]:
                 with ModelBus(s) as mb:
                     for i in range(rounds + 1):   # round 0 warms imports and the consumer's first fetch
                         pushed = mb.push_dataset(_frame(i), name="bench", label="churned")
-                        loop_s, _, fin = reader.wait_registered(lambda r: r["dataset_version"] == pushed.version)
+                        loop_s, _, fin = reader.wait_registered(lambda r, v=pushed.version: r["dataset_version"] == v)
                         train = fin["metrics"]["train_evaluate_s"]
                         if i:
                             overheads.append(loop_s - train)

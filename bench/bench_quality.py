@@ -20,11 +20,12 @@ and ``quality.md``. Run: ``python -m bench.bench_quality [--quick]``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from bench.bench_quality_data import QUICK, SUITE, QualityDataset
 from serving.paired import margin_in_units
@@ -42,6 +43,14 @@ def run(quick: bool = False, out_dir: Path = RESULTS, names: tuple[str, ...] | N
     rows = _run_loop(chosen)
     write_results(rows, Path(out_dir))
     return records(rows)
+
+
+def _of_version(version: str) -> Callable[[dict], bool]:
+    return lambda v: v["dataset_version"] == version
+
+
+def _finished_run(run_id: str) -> Callable[[dict], bool]:
+    return lambda v: v["run_id"] == run_id and v["status"] == "finished"
 
 
 def _run_loop(datasets: list[QualityDataset]) -> list[dict[str, Any]]:
@@ -71,11 +80,10 @@ def _run_loop(datasets: list[QualityDataset]) -> list[dict[str, Any]]:
                     started = time.monotonic()
                     pushed = mb.push_dataset(ds.load(), name=ds.name, label=ds.label, task=ds.task,
                                              source=f"bench:{ds.source}")
-                    reg = watcher.wait_for(f"ModelRegistered {ds.name}", lambda: watcher.of(
-                        "ModelRegistered", lambda v: v["dataset_version"] == pushed.version), TIMEOUT_S)[0]
+                    reg = watcher.wait_for(f"ModelRegistered {ds.name}", functools.partial(
+                        watcher.of, "ModelRegistered", _of_version(pushed.version)), TIMEOUT_S)[0]
                     kind, decision = _decision(watcher, reg, TIMEOUT_S)
-                    finished = watcher.of("TrainingRunUpdated", lambda v: v["run_id"] == reg["run_id"]
-                                          and v["status"] == "finished")
+                    finished = watcher.of("TrainingRunUpdated", _finished_run(reg["run_id"]))
                     rows.append(summarise(ds, reg, kind, decision, finished[0] if finished else {},
                                           time.monotonic() - started, pushed.row_count, pushed.warnings))
         finally:
@@ -134,14 +142,14 @@ def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "non_inferior_met": None if share is None else share >= NON_INFERIOR_SHARE,
             "beats_linear_where_boosting_does": all(r["beats_linear"] for r in where_boost) if where_boost else None,
             "max_train_s": max(times) if times else None, "train_budget_s": TRAIN_BUDGET_S,
-            "train_budget_met": bool(times) and max(times) <= TRAIN_BUDGET_S, "deployed": sum(r["deployed"] for r in rows),
-            "datasets": len(rows)}
+            "train_budget_met": bool(times) and max(times) <= TRAIN_BUDGET_S,
+            "deployed": sum(r["deployed"] for r in rows), "datasets": len(rows)}
 
 
 def write_results(rows: list[dict[str, Any]], out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    doc = {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "margin": MARGIN, "rows": rows,
-           "targets": targets(rows)}
+    doc: dict[str, Any] = {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "margin": MARGIN,
+                           "rows": rows, "targets": targets(rows)}
     path = out_dir / "quality.json"
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     (out_dir / "quality.md").write_text(table(rows, doc["targets"]))
@@ -163,9 +171,11 @@ def table(rows: list[dict[str, Any]], tg: dict[str, Any]) -> str:
         ci = "n/a" if r["ci_low"] is None else f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]"
         lines.append(f"| {r['dataset']} | {r['task']} | {r['primary_metric']} | {_f(r['model'])} | "
                      f"{_f(r['best_baseline'])} | {_f(r['best_baseline_value'])} | {_f(r['difference'])} | {ci} | "
-                     f"{_f(r.get('test_rows'))} | {_f(r.get('margin'), 3)} | {_f(r['non_inferior'])} | {_f(r['beats_linear'])} | {_f(r['deployed'])} | "
+                     f"{_f(r.get('test_rows'))} | {_f(r.get('margin'), 3)} | {_f(r['non_inferior'])} | "
+                     f"{_f(r['beats_linear'])} | {_f(r['deployed'])} | "
                      f"{_f(r['train_s'], 3)} |")
-    lines += ["", f"non-inferior (margin {MARGIN}, for rmse {MARGIN:.0%} of the baseline): {_f(tg['non_inferior_share'], 3)} of the suite "
+    lines += ["", f"non-inferior (margin {MARGIN}, for rmse {MARGIN:.0%} of the baseline): "
+              f"{_f(tg['non_inferior_share'], 3)} of the suite "
               f"(target {NON_INFERIOR_SHARE}); beats linear wherever boosting does: "
               f"{_f(tg['beats_linear_where_boosting_does'])}; slowest training {_f(tg['max_train_s'], 3)} s "
               f"(budget {TRAIN_BUDGET_S:.0f} s); deployed {tg['deployed']} of {tg['datasets']}"]

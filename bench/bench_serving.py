@@ -85,7 +85,7 @@ def measure(servers: dict[str, tuple[str, str]], n: int, duration_s: float, roun
     The machine's background load drifts; alternating short blocks of each
     server spreads that drift evenly instead of handing it to whichever ran last.
     """
-    lat = {k: [] for k in servers}
+    lat: dict[str, list[float]] = {k: [] for k in servers}
     done = {k: {c: [0, 0.0] for c in CONCURRENCY} for k in servers}
     errors = {k: 0 for k in servers}
     for _ in range(rounds):

@@ -313,15 +313,18 @@ def run(quick: bool, duration_s: float | None = None, rate: float | None = None)
         sink = None
         try:
             stack.up()
+            assert stack.clickhouse is not None   # no clickhouse.url given: the stack runs its own
             s = stack.settings.with_overrides(clickhouse={"url": stack.clickhouse.url})
             deploy_reference_model(s, work)
             sink = _sink_process(s, work / "sink.log", max_batch=20_000, group="bench-soak")
+            found = {"triton": stack.triton.running_pid(), "telemetry sink": sink.pid,
+                     "clickhouse owner (chdb)": stack.clickhouse.running_pid(), BROKER: stack.kafka.running_pid()}
+            pids = {name: pid for name, pid in found.items() if pid is not None}
+            if len(pids) < len(found):   # psutil.Process(None) would watch this process instead
+                raise RuntimeError(f"not running after `up`: {', '.join(sorted(found.keys() - pids.keys()))}")
             with connect(s) as store:
                 result = soak(grpc_url=s.triton.grpc_url, model=MODEL, store=store, rate=rate,
-                              duration_s=duration_s, pids={
-                                  "triton": stack.triton.running_pid(), "telemetry sink": sink.pid,
-                                  "clickhouse owner (chdb)": stack.clickhouse.running_pid(),
-                                  BROKER: stack.kafka.running_pid()})
+                              duration_s=duration_s, pids=pids)
         finally:
             if sink is not None and sink.poll() is None:
                 sink.send_signal(signal.SIGTERM)

@@ -119,17 +119,17 @@ def run(quick: bool = False, threads: int = 1, clock: str = "cpu") -> list[dict]
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        _bare_loop(train, cfg, 1, spec.lr, tick)  # warm-up: first-call kernel and allocator costs
-        _bare_loop(train, cfg, 1, spec.lr, tick, fused=True)
+        _bare_loop(train, cfg, 1, spec.resolved_lr, tick)  # warm-up: first-call kernel and allocator costs
+        _bare_loop(train, cfg, 1, spec.resolved_lr, tick, fused=True)
         bare, bare_fused, train_phase, whole = [], [], [], []
         with tempfile.TemporaryDirectory(prefix="bench-trainer-") as tmp:
             ckpt = Path(tmp) / "checkpoint.pt"
             _trainer(train, val, cfg, spec.model_copy(update={"epochs": 1}), tick, ckpt)  # warm-up
             for _ in range(repeats):  # interleaved so drifting machine load hits every side alike
-                bare += _bare_loop(train, cfg, epochs, spec.lr, tick)
+                bare += _bare_loop(train, cfg, epochs, spec.resolved_lr, tick)
                 train_phase += _trainer(train, one_row, cfg, spec, tick, None)
                 whole += _trainer(train, val, cfg, spec, tick, ckpt)
-                bare_fused += _bare_loop(train, cfg, epochs, spec.lr, tick, fused=True)
+                bare_fused += _bare_loop(train, cfg, epochs, spec.resolved_lr, tick, fused=True)
     finally:
         torch.set_num_threads(previous_threads)
     # Each side's fastest epoch: the least disturbed measurement of the same work.

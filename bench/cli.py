@@ -19,7 +19,8 @@ console = Console()
 def bench(
     quick: bool = typer.Option(False, "--quick", help="Smoke-sized runs (minutes, not tens of minutes)."),
     out: str = typer.Option("", "--out", help="Directory of latest.json / latest.md (default: bench/results)."),
-    only: list[str] = typer.Option([], "--only", help="Run only these suites (kafka, datasets, trainer, serving, sink, loop, soak)."),
+    only: list[str] = typer.Option(
+        [], "--only", help="Run only these suites (kafka, datasets, trainer, serving, sink, loop, soak)."),
 ) -> None:
     """Run every benchmark and write bench/results/latest.json and latest.md."""
     from bench.runner import RESULTS, SUITES, run_all

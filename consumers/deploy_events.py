@@ -32,7 +32,7 @@ def decision_event_id(model_name: str, version: int, decision: str) -> str:
 
 def champion_record(registered: Mapping[str, Any], *, deployed_event_id: str, at_us: int) -> dict[str, Any]:
     """What the gate and reconciliation need of a deployed ModelRegistered value (JSON-safe)."""
-    rec = {k: registered.get(k) for k in _CHAMPION_FIELDS}
+    rec: dict[str, Any] = {k: registered.get(k) for k in _CHAMPION_FIELDS}
     rec["model_version"] = int(rec["model_version"])
     rec["metrics"] = {k: float(v) for k, v in (registered.get("metrics") or {}).items()}
     rec["slice_metrics"] = [{"column": str(s["column"]), "value": str(s["value"]), "count": int(s.get("count", 0)),

@@ -67,6 +67,7 @@ from consumers.reconcile import STAGE_RECONCILE, reconcile, triton_live
 from infra.errors import DeliveryError, FatalError, PoisonEvent, StackError
 from infra.faults import maybe_fault
 from infra.kafka.config import consumer_config
+from infra.kafka.envelope import position
 from infra.kafka.faust_app import EdgeDecoder, make_app, poison_to_dlq, raw_topic
 from infra.kafka.producer import EventProducer, make_codec
 from infra.kafka.topics import BY_NAME, MODELS_DEPLOYED, MODELS_REGISTERED, MODELS_REJECTED
@@ -130,8 +131,9 @@ def scan_announced(settings: Settings, timeout: float = 30.0) -> set[str]:
             for m in msgs:
                 if m.error() is not None:
                     continue
-                if m.offset() + 1 >= ends.get((m.topic(), m.partition()), 0):
-                    remaining.discard((m.topic(), m.partition()))
+                topic, partition, offset = position(m)
+                if offset + 1 >= ends.get((topic, partition), 0):
+                    remaining.discard((topic, partition))
                 try:
                     ids.add(str(codec.decode(m.value()).value["header"]["event_id"]))
                 except (SerializationError, KeyError, TypeError):

@@ -163,7 +163,7 @@ class _Publisher:
         drift_topic = self.settings.topic(T.MONITORING_DRIFT)
         for model, drifted in by_model.items():
             will_retrain = retrain and not self._retrained(model)
-            correlation = None
+            correlation: str | None = None
             for r in drifted:
                 info = lineage.get((r.model_name, r.model_version), {})
                 parents = [p for p in (info.get("deployed_event_id"), info.get("registered_event_id")
@@ -188,7 +188,7 @@ class _Publisher:
                 "psi_threshold": mon.psi_threshold, "p_value_threshold": mon.p_value_threshold,
                 "sample_size": r.sample_size, "action": r.action}
 
-    def _request_training(self, model: str, drifted: list[DriftResult], lineage: dict, correlation: str) -> None:
+    def _request_training(self, model: str, drifted: list[DriftResult], lineage: dict, correlation: str | None) -> None:
         newest = max(drifted, key=lambda r: r.model_version)
         info = lineage.get((model, newest.model_version), {})
         dataset = info.get("dataset_name")

@@ -86,7 +86,7 @@ def score_champion(store: ArtifactStore, candidate: Mapping[str, Any], champion:
     if list(sig.get("labels") or []) != labels:
         raise ValueError(f"champion classes {sig.get('labels')} differ from the candidate's {labels}")
     if info.is_image:
-        columns: dict[str, Any] = {sig["inputs"][0]["column"]: table.images[rows]}
+        columns: dict[str, Any] = {sig["inputs"][0]["column"]: table.pixels[rows]}
     else:
         frame = table.frame.iloc[rows]
         columns = {i["column"]: frame[i["column"]].tolist() for i in sig["inputs"]}

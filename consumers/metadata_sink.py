@@ -49,9 +49,9 @@ GROUP = "metadata-sink"   # consumer group name below kafka.topic_prefix (settin
 
 
 def build_runner(settings, store, *, group_id: str | None = None, **runner_kw) -> ConsumerRunner:
-    return ConsumerRunner(settings, group_id=group_id or settings.group(GROUP), topics=[settings.topic(t) for t in LIFECYCLE_TOPICS],
-                          handler=MetadataSink(store), name="metadata-sink", expected_types=EVENT_TYPES,
-                          **runner_kw)
+    return ConsumerRunner(settings, group_id=group_id or settings.group(GROUP),
+                          topics=[settings.topic(t) for t in LIFECYCLE_TOPICS], handler=MetadataSink(store),
+                          name="metadata-sink", expected_types=EVENT_TYPES, **runner_kw)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,7 +21,7 @@ import logging
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from serving.deploy import Deployer
 from serving.errors import ServerUnavailable, ServingError
@@ -42,7 +42,7 @@ class ReconcileReport:
     triton_down: bool = False
 
 
-def ready_versions(index: list[Mapping[str, Any]]) -> dict[str, set[int]]:
+def ready_versions(index: Iterable[Mapping[str, Any]]) -> dict[str, set[int]]:
     """Model name → versions Triton reports READY, from its repository index."""
     out: dict[str, set[int]] = {}
     for m in index:

@@ -111,7 +111,7 @@ def build_app(settings: Settings, *, registry: Any = None, producer: EventProduc
     coordinator = Coordinator(settings, registry)
     app = make_app(settings, APP_ID)
     searches = app.Table("searches", default=None, partitions=1)
-    raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    raw: dict[str, Any] = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     sources = app.topic(settings.topic(T.TRAINING_REQUESTED), settings.topic(T.TRAINING_RUNS), **raw)
     inbox = app.topic(inbox_topic(settings), partitions=1, internal=True, **raw)
     edge = EdgeDecoder(settings, app.conf.id, producer=producer, expected_types=EVENT_TYPES)

@@ -253,6 +253,7 @@ class TelemetrySink:
             if schema is not None:
                 return schema, HEADER_LEN
         schema, legacy = self.edge.framing(self.topic, value)
+        assert value is not None   # framing refused a tombstone
         hlen = HEADER_LEN if value[:2] == SINGLE_OBJECT_MAGIC else 5
         if len(value) <= hlen:
             raise SerializationError(f"{EVENT}: no body after the framing header")
@@ -313,7 +314,7 @@ class TelemetrySink:
         maybe_fault(FAULT_AFTER_INSERT)
 
     def _body(self, hlen: int, msgs: list) -> bytes:
-        parts = []
+        parts: list[bytes | memoryview] = []
         prefix = self._prefix
         for m in msgs:
             p = m.partition()
@@ -400,7 +401,8 @@ class TelemetrySink:
         if not offsets:
             return
         try:
-            self._consumer.commit(offsets=offsets, asynchronous=not sync)
+            # the stub's overloads take asynchronous only as a literal True or False
+            self._consumer.commit(offsets=offsets, asynchronous=not sync)  # type: ignore[call-overload]
             self.stats.commits += 1
         except Exception as exc:  # noqa: BLE001 - commits only speed up restarts; ClickHouse holds the truth
             log.warning("telemetry sink: commit failed (restart resumes from ClickHouse): %s", exc)

@@ -91,7 +91,8 @@ class TritonSettings(_Section):
     keep_versions: int = Field(3, ge=1, description="Versions kept in the repository for rollback.")
     server_binary: str = Field("", description="tritonserver binary; empty: the one bundled in nvidia-pytriton.")
     telemetry: bool = Field(True, description="Emit one InferenceTelemetry event per request from the served model.")
-    telemetry_buffer: int = Field(10000, ge=1, description="Bound of the in-model telemetry buffer; overflow is counted.")
+    telemetry_buffer: int = Field(
+        10000, ge=1, description="Bound of the in-model telemetry buffer; overflow is counted.")
     nan_policy: Literal["auto", "reject", "impute"] = Field(
         "auto",
         description="NaN in a numeric input: 'auto' lets the model impute it (training-split mean) in the inputs "
@@ -142,7 +143,8 @@ class ClickHouseSettings(_Section):
 
 
 class ArtifactSettings(_Section):
-    root: str = Field("", description="Artifact store root: a directory or s3://bucket/prefix. Empty: <data_dir>/artifacts.")
+    root: str = Field(
+        "", description="Artifact store root: a directory or s3://bucket/prefix. Empty: <data_dir>/artifacts.")
     s3_endpoint_url: str | None = Field(None, description="Custom S3 endpoint (MinIO, moto). Unset: AWS.")
     s3_region: str | None = Field(None, description="S3 region; unset: the standard AWS chain decides.")
     multipart_threshold_mb: int = Field(64, ge=5, description="Files above this size upload in parts.")
@@ -163,7 +165,8 @@ class StackSettings(_Section):
     triton_http_port: int = Field(18000, description="Embedded Triton HTTP port.")
     triton_metrics_port: int = Field(18002, description="Embedded Triton metrics port.")
     start_timeout_s: float = Field(60.0, gt=0, description="How long `up` waits for each part to become healthy.")
-    min_free_mb: int = Field(512, ge=0, description="`up` refuses to start with less free disk than this under data_dir.")
+    min_free_mb: int = Field(
+        512, ge=0, description="`up` refuses to start with less free disk than this under data_dir.")
     consumers: dict[str, int] = Field(
         default_factory=dict,
         description="Instances of each consumer `modelbus up` runs, e.g. {training = 2} (a group scales by "
@@ -179,7 +182,8 @@ class StackSettings(_Section):
         "a later crash is restarted.",
     )
     restart_backoff_max_s: float = Field(
-        30.0, gt=0, description="Longest wait before a crashed consumer is restarted (the wait doubles per quick crash)."
+        30.0, gt=0,
+        description="Longest wait before a crashed consumer is restarted (the wait doubles per quick crash).",
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from fastavro import parse_schema
 from fastavro.schema import expand_schema, fingerprint, load_schema, to_parsing_canonical_form
+from fastavro.types import Schema
 
 AVRO_DIR = Path(__file__).parent / "avro"
 HISTORY_DIR = Path(__file__).parent / "history"
@@ -37,7 +38,7 @@ EVENTS: tuple[str, ...] = (
 )
 
 
-def fingerprint_of(schema: dict[str, Any]) -> bytes:
+def fingerprint_of(schema: Schema) -> bytes:
     """8-byte CRC-64-AVRO fingerprint in little-endian byte order, as Avro single-object encoding requires.
 
     fastavro's hex digest already lists the little-endian bytes (the Avro spec's own test vector: canonical
@@ -52,7 +53,7 @@ class EventSchema:
     name: str
     version: int
     expanded: dict[str, Any]            # full JSON with named types inlined
-    parsed: dict[str, Any] = field(repr=False)  # fastavro's parsed form
+    parsed: Schema = field(repr=False)  # fastavro's parsed form
     fingerprint: bytes = b""
 
     @property
@@ -62,7 +63,9 @@ class EventSchema:
 
 def _load_expanded(path: Path) -> dict[str, Any]:
     # load_schema resolves references to other '<namespace>.<Name>.avsc' files in the same directory.
-    return expand_schema(load_schema(str(path), _write_hint=False))
+    expanded = expand_schema(load_schema(str(path), _write_hint=False))
+    assert isinstance(expanded, dict), f"{path}: an event schema is a record"
+    return expanded
 
 
 def _make(name: str, version: int, expanded: dict[str, Any]) -> EventSchema:

@@ -20,7 +20,7 @@ import re
 import struct
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
@@ -124,12 +124,13 @@ class AvroCodec:
         return self.serializer(event_type)(record)
 
     # -- decoding -------------------------------------------------------
-    def writer_of(self, data: bytes) -> EventSchema:
+    def writer_of(self, data: bytes | None) -> EventSchema:
         """The writer schema named by the framing; raises SerializationError for unknown ones."""
         return self.framing_of(data)[0]
 
-    def framing_of(self, data: bytes) -> tuple[EventSchema, bool]:
-        """(writer schema, whether its fingerprint came in the legacy reversed byte order)."""
+    def framing_of(self, data: bytes | None) -> tuple[EventSchema, bool]:
+        """(writer schema, whether its fingerprint came in the legacy reversed byte order); a tombstone (None)
+        or anything shorter than a header raises SerializationError."""
         if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) < 5:
             raise SerializationError("message too short to be a ModelBus event")
         if data[:2] == SINGLE_OBJECT_MAGIC:
@@ -176,8 +177,9 @@ class AvroCodec:
         self._by_registry_id[sid] = known
         return known
 
-    def decode(self, data: bytes, expected: str | None = None) -> Decoded:
+    def decode(self, data: bytes | None, expected: str | None = None) -> Decoded:
         writer, legacy = self.framing_of(data)
+        assert data is not None   # framing_of refused a tombstone
         if expected is not None and writer.name != expected:
             raise SerializationError(f"expected a {expected} event, got {writer.name}")
         reader = self.catalog.current.get(writer.name)
@@ -195,7 +197,7 @@ class AvroCodec:
             raise SerializationError(f"corrupt {writer.name} body: {type(exc).__name__}: {exc}") from exc
         if buf.tell() != len(data):
             raise SerializationError(f"{writer.name}: {len(data) - buf.tell()} trailing bytes after the record")
-        return Decoded(writer.name, value, writer.version, legacy)
+        return Decoded(writer.name, cast(dict[str, Any], value), writer.version, legacy)   # a record decodes to a dict
 
     def deserializer(self, expected: str | None = None) -> Deserializer:
         return lambda data: self.decode(data, expected)

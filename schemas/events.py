@@ -24,7 +24,7 @@ def new_header(producer: str, *, correlation_id: str | None = None,
     }
 
 
-def child_header(producer: str, parent: dict[str, Any], **kw: Any) -> dict[str, Any]:
+def child_header(producer: str, parent: Mapping[str, Any], **kw: Any) -> dict[str, Any]:
     """Header of an event caused by ``parent`` (a decoded event value): same trace, parent linked."""
     ph = parent["header"]
     return new_header(producer, correlation_id=str(ph["correlation_id"]), parents=[str(ph["event_id"])], **kw)

@@ -86,9 +86,10 @@ class Deployer:
             version = int(registered.get("model_version") or 0)
         except (TypeError, ValueError):
             version = 0
-        base = dict(model_name=name, model_version=version, action=action, backend=self.repo.options.backend,
-                    repository_uri=self.repo.uri, checksum=str(registered.get("checksum", "")),
-                    artifact_uri=str(registered.get("artifact_uri", "")))
+        base: dict[str, Any] = dict(model_name=name, model_version=version, action=action,
+                                    backend=self.repo.options.backend, repository_uri=self.repo.uri,
+                                    checksum=str(registered.get("checksum", "")),
+                                    artifact_uri=str(registered.get("artifact_uri", "")))
 
         def result(ok: bool, stage: str = "", reason: str = "", **kw: Any) -> DeployResult:
             return DeployResult(ok=ok, stage=stage, reason=reason, duration_s=time.monotonic() - t0, **{**base, **kw})
@@ -113,7 +114,8 @@ class Deployer:
         with tempfile.TemporaryDirectory(prefix="modelbus-deploy-") as tmp:
             try:
                 artifact = fetch_artifact(self.store, base["artifact_uri"], base["checksum"], Path(tmp))
-                meta = {"run_id": registered.get("run_id", ""), "dataset_version": registered.get("dataset_version", ""),
+                meta = {"run_id": registered.get("run_id", ""),
+                        "dataset_version": registered.get("dataset_version", ""),
                         "primary_metric": registered.get("primary_metric", ""),
                         "metrics": dict(registered.get("metrics") or {}),
                         "event_id": str((registered.get("header") or {}).get("event_id", "")),
@@ -181,7 +183,7 @@ class Deployer:
         serving = self._serving(name)
         info = self.repo.version_info(name, serving) if serving and self.repo.has_version(name, serving) else {}
         try:
-            ready = bool(serving) and self._ready(name, serving)
+            ready = bool(serving and self._ready(name, serving))
         except ServingError:
             ready = False
         return {"model_name": name, "serving_version": serving, "versions": self.repo.versions(name),

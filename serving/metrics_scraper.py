@@ -42,8 +42,9 @@ def parse_samples(text: str, include: Iterable[str] = ()) -> list[dict[str, Any]
         return sample.name
 
     try:
-        samples = [{"name": name_of(f, s), "labels": {k: str(v) for k, v in s.labels.items()}, "value": float(s.value)}
-                   for f in text_string_to_metric_families(text) for s in f.samples]
+        samples: list[dict[str, Any]] = [
+            {"name": name_of(f, s), "labels": {k: str(v) for k, v in s.labels.items()}, "value": float(s.value)}
+            for f in text_string_to_metric_families(text) for s in f.samples]
     except (ValueError, TypeError, IndexError) as exc:
         raise ScrapeError(f"not Prometheus text format: {exc}") from exc
     return [s for s in samples if not prefixes or s["name"].startswith(prefixes)]

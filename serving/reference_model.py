@@ -6,8 +6,7 @@ not depend on a training run: numeric columns standardized inside the module
 TorchScript (unknown → OOV index), and the ``(scores__0, label__1)`` outputs.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: TorchScript needs the buffers' class annotations as types, not strings.
 import json
 import warnings
 from pathlib import Path
@@ -23,6 +22,9 @@ REGIONS = ["EU", "US", "APAC"]
 
 class ReferenceTabular(nn.Module):
     """forward(age, income, region) → (scores [B, C], label [B, 1]); regression returns the prediction twice."""
+
+    mean: Tensor   # buffers (register_buffer)
+    std: Tensor
 
     def __init__(self, n_classes: int = 2, regression: bool = False, seed: int = 0, hidden: int = 16):
         super().__init__()

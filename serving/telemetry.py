@@ -171,6 +171,7 @@ class TelemetryEmitter:
         """Replace a fenced producer and send what it still owed (its queue too) on the new one."""
         reason, self._renew = self._renew, None
         old, self._producer = self._producer, self._producer_factory(self.settings)
+        assert old is not None   # a delivery callback of the old producer asked for the renewal
         self._renewing = True
         try:
             old.purge()
@@ -192,6 +193,8 @@ class TelemetryEmitter:
                 self.losses.add("dropped")
 
     def _send(self, item: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
+        assert self._producer is not None and self._serialize is not None and self._headers is not None, \
+            "_ensure_producer runs before the first drain"
         try:
             event = item() if callable(item) else item
             data = self._serialize(event)
@@ -217,6 +220,7 @@ class TelemetryEmitter:
             self._renew_producer()
         while self._buffer:
             self._send(self._buffer.popleft())
+        assert self._producer is not None, "_ensure_producer runs before the first drain"
         self._producer.poll(0)
 
     def _run(self) -> None:

@@ -32,7 +32,7 @@ SAMPLE_PREFIX = "modelbus_telemetry_"
 class LossLedger:
     """Losses per (minute, kind), taken out by a report and put back when it was not delivered."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._counts: Counter = Counter()
         self._lock = threading.Lock()
 
@@ -53,6 +53,7 @@ class LossLedger:
 
 def loss_report(process: str, counts: Counter, model_name: str = "") -> dict[str, Any]:
     """A ServerMetrics value carrying ``counts`` ((minute, kind) → events) of one process (serving one model)."""
-    samples = [{"name": SAMPLE_PREFIX + kind, "labels": {"process": process, "model": model_name, "minute": str(minute)},
-                "value": float(n)} for (minute, kind), n in sorted(counts.items()) if n]
+    samples = [{"name": SAMPLE_PREFIX + kind,
+                "labels": {"process": process, "model": model_name, "minute": str(minute)}, "value": float(n)}
+               for (minute, kind), n in sorted(counts.items()) if n]
     return {"header": new_header("serving.telemetry"), "server": SERVER_PREFIX + process, "samples": samples}

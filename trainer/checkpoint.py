@@ -18,7 +18,8 @@ import torch
 from trainer.errors import CheckpointError
 
 FORMAT = "modelbus.trainer.checkpoint/1"
-# The loop's plain state fields (trainer.loop_state.LoopState), beside the serialised model/optimizer/schedule/RNG objects.
+# The loop's plain state fields (trainer.loop_state.LoopState), beside the serialised
+# model/optimizer/schedule/RNG objects.
 STATE_KEYS = ("epoch", "history", "best_state", "best_val_loss", "best_epoch", "bad_epochs", "done")
 _REQUIRED = ("format", "fingerprint", "model", "optimizer", "scheduler", "rng", *STATE_KEYS)
 

@@ -34,6 +34,12 @@ class Table:
     def __len__(self) -> int:
         return len(self.frame)
 
+    @property
+    def pixels(self) -> np.ndarray:
+        """``images`` of an image dataset, where it is always set."""
+        assert self.images is not None, "not an image dataset"
+        return self.images
+
 
 @dataclass(frozen=True)
 class Split:
@@ -182,7 +188,7 @@ def row_hashes(table: Table, info: DatasetInfo) -> np.ndarray:
             name = np.uint64(int.from_bytes(hashlib.blake2b(col.encode(), digest_size=8).digest(), "little"))
             h = _mix((h ^ _column_hash(table.frame[col]) ^ name) * np.uint64(0x100000001B3))
         if info.is_image:
-            h = _mix((h ^ _image_hash(table.images)) * np.uint64(0x100000001B3))
+            h = _mix((h ^ _image_hash(table.pixels)) * np.uint64(0x100000001B3))
     return _mix(h)
 
 

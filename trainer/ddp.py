@@ -107,7 +107,7 @@ def train_distributed(cfg: ModelConfig, train: TensorSet, val: TensorSet, spec: 
                 raise
         dispatch()
         if failure is not None:
-            raise _ERRORS.get(failure.get("class"), errors.TrainerError)(failure.get("message", "worker failed"))
+            raise _ERRORS.get(failure.get("class", ""), errors.TrainerError)(failure.get("message", "worker failed"))
         if proc.returncode != 0 or not (job / RESULT_FILE).exists():
             tail = (job / LOG_FILE).read_text(errors="replace")[-3000:]
             raise errors.TrainerError(f"distributed training failed (exit code {proc.returncode}):\n{tail}")

@@ -45,9 +45,9 @@ on several small real datasets, not on the benchmark's test rows.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Final
 
-AUTO = "auto"
+AUTO: Final = "auto"
 HIDDEN = (256, 128)
 DROPOUT = 0.1
 WEIGHT_DECAY = 1e-4

@@ -155,6 +155,7 @@ def script_model(net: nn.Module, prep: Preprocessing, task: str) -> torch.jit.Sc
         path = Path(tmp) / f"{name}.py"
         path.write_text(wrapper_source(prep, task), encoding="utf-8")
         spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None   # a .py file always gets a source loader
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # inspect.getsource finds the class through sys.modules
         try:

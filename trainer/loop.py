@@ -165,13 +165,13 @@ def _prepare(model: nn.Module, train: TensorSet, val: TensorSet, spec: TrainingS
     shard = math.ceil(n / dist.world_size) if dist else n
     return _Run(model, train, val, spec, device, dist, loss_function(task, train.target), amp_dtype,
                 torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16),
-                train.target.device.type == device.type, shard, math.ceil(shard / spec.batch_size))
+                train.target.device.type == device.type, shard, math.ceil(shard / spec.resolved_batch_size))
 
 
 def _start(r: _Run, fingerprint: str, checkpoint_path: str | Path | None,
            on_checkpoint_error: CheckpointErrorCallback | None, warnings: list[str]) -> LoopState:
     """Fresh state, or the checkpoint's; an unusable checkpoint is quarantined and training starts over."""
-    total = r.spec.epochs * r.steps_per_epoch
+    total = r.spec.resolved_epochs * r.steps_per_epoch
     st = LoopState.fresh(r.model, r.spec, total)
     if checkpoint_path is None:
         return st
@@ -207,8 +207,9 @@ def _train_epoch(r: _Run, st: LoopState, epoch: int, params: list[nn.Parameter],
         perm = perm.to(device)
     running = torch.zeros((), dtype=torch.float32, device=device)
     progress_every = max(1, r.steps_per_epoch // 10)
+    batch = spec.resolved_batch_size
     for step in range(r.steps_per_epoch):
-        idx = perm[step * spec.batch_size:(step + 1) * spec.batch_size]
+        idx = perm[step * batch:(step + 1) * batch]
         xb = tuple(t[idx] for t in r.train.inputs)
         yb = r.train.target[idx]
         if not r.on_device:
@@ -270,7 +271,8 @@ def fit(model: nn.Module, train: TensorSet, val: TensorSet, spec: TrainingSpec, 
     resumed_from = st.epoch
     params = [p for p in model.parameters() if p.requires_grad]
     patience = spec.early_stopping_patience
-    while not st.done and st.epoch < spec.epochs:
+    epochs = spec.resolved_epochs
+    while not st.done and st.epoch < epochs:
         epoch = st.epoch + 1
         t0 = time.perf_counter()
         train_loss, seen, train_s = _train_epoch(r, st, epoch, params, progress)
@@ -282,8 +284,8 @@ def fit(model: nn.Module, train: TensorSet, val: TensorSet, spec: TrainingSpec, 
         st.record(epoch, val_loss, model, patience if isinstance(patience, int) else None)
         if not st.done and deadline is not None and _agree(dist, time.monotonic() > deadline):
             st.done = True
-            warnings.append(f"the time budget ended training after epoch {epoch} of {spec.epochs}")
-        st.done = st.done or epoch >= spec.epochs
+            warnings.append(f"the time budget ended training after epoch {epoch} of {epochs}")
+        st.done = st.done or epoch >= epochs
         metrics = {"train_loss": train_loss, "val_loss": val_loss, "best_val_loss": st.best_val_loss,
                    "lr": float(st.opt.param_groups[0]["lr"]), "epoch_s": time.perf_counter() - t0,
                    "train_s": train_s, "samples_per_s": seen / max(train_s, 1e-9)}
@@ -295,14 +297,14 @@ def fit(model: nn.Module, train: TensorSet, val: TensorSet, spec: TrainingSpec, 
         if on_epoch is not None and r.rank0:
             on_epoch(epoch, dict(metrics))
         if progress is not None and r.rank0:
-            progress("epoch", epoch, epoch if st.done else spec.epochs)  # an early stop ends the bar here
+            progress("epoch", epoch, epoch if st.done else epochs)  # an early stop ends the bar here
         if not st.done and should_stop is not None and _agree(dist, should_stop()):
-            raise TrainingStopped(f"training stopped on request after epoch {epoch} of {spec.epochs}"
+            raise TrainingStopped(f"training stopped on request after epoch {epoch} of {epochs}"
                                   + ("; the checkpoint allows a resume" if checkpoint_path else ""))
     if st.best_state is not None:
         unwrap(model).load_state_dict(st.best_state)
     return FitResult(history=st.history, best_epoch=st.best_epoch, epochs_run=len(st.history),
-                     resumed_from=resumed_from, stopped_early=len(st.history) < spec.epochs, warnings=warnings)
+                     resumed_from=resumed_from, stopped_early=len(st.history) < epochs, warnings=warnings)
 
 
 def _agree(dist: DistContext | None, flag: bool) -> bool:

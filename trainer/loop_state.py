@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +21,8 @@ from trainer.spec import TrainingSpec
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
+    # a wrapper's (DDP's) .module is a Module; nn.Module's attribute type says Tensor | Module
+    return cast(nn.Module, model.module) if hasattr(model, "module") else model
 
 
 def cpu_state(model: nn.Module) -> dict[str, Tensor]:
@@ -43,7 +44,7 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 
 def _scheduler(opt: torch.optim.Optimizer, spec: TrainingSpec, total_steps: int):
     if spec.lr_schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=max(1, total_steps),
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.resolved_lr, total_steps=max(1, total_steps),
                                                    pct_start=WARMUP_FRACTION)
     if spec.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps))
@@ -52,7 +53,7 @@ def _scheduler(opt: torch.optim.Optimizer, spec: TrainingSpec, total_steps: int)
 
 def _optimizer(model: nn.Module, spec: TrainingSpec) -> torch.optim.Optimizer:
     # Fused AdamW runs the whole update in one kernel on CPU and CUDA alike.
-    return torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay, fused=True)
+    return torch.optim.AdamW(model.parameters(), lr=spec.resolved_lr, weight_decay=spec.weight_decay, fused=True)
 
 
 @dataclass

@@ -34,7 +34,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**fields)
 
 
 def embedding_width(cardinality: int, fixed: int | None = None) -> int:
@@ -59,9 +60,9 @@ class TabularMLP(nn.Module):
     def __init__(self, n_numeric: int, cardinalities: Sequence[int], hidden_sizes: Sequence[int],
                  dropout: float, n_outputs: int, embedding_dim: int | None = None):
         super().__init__()
-        self.embeddings = nn.ModuleList(
-            [nn.Embedding(c, embedding_width(c, embedding_dim)) for c in cardinalities])
-        n_in = n_numeric + sum(e.embedding_dim for e in self.embeddings)
+        embeddings = [nn.Embedding(c, embedding_width(c, embedding_dim)) for c in cardinalities]
+        self.embeddings = nn.ModuleList(embeddings)
+        n_in = n_numeric + sum(e.embedding_dim for e in embeddings)
         if n_in == 0:
             raise TrainerError("the model has no input features")
         self.body = _head(n_in, hidden_sizes, dropout, n_outputs)

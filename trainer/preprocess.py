@@ -97,6 +97,8 @@ class TabularPreprocessor(nn.Module):
     """Standardizes numeric columns and maps categorical strings to vocabulary indices."""
 
     vocabs: list[dict[str, int]]
+    mean: Tensor   # buffers (register_buffer)
+    std: Tensor
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], vocabs: Sequence[Sequence[str]]):
         super().__init__()
@@ -124,6 +126,9 @@ class TabularPreprocessor(nn.Module):
 
 class ImagePreprocessor(nn.Module):
     """Standardizes pixels with the training split's mean and std; NaN becomes the mean."""
+
+    mean: Tensor   # buffers (register_buffer)
+    std: Tensor
 
     def __init__(self, mean: float, std: float):
         super().__init__()
@@ -179,7 +184,7 @@ class Preprocessing:
         mod = self.module()
         with torch.no_grad():
             if self.is_image:
-                imgs = table.images if rows is None else table.images[rows]
+                imgs = table.pixels if rows is None else table.pixels[rows]
                 return (mod(torch.from_numpy(np.ascontiguousarray(imgs))),)
             frame = table.frame if rows is None else table.frame.iloc[rows]
             return self.encode_columns({i.column: frame[i.column] for i in self.inputs}, len(frame))
@@ -187,6 +192,7 @@ class Preprocessing:
     def encode_columns(self, columns: dict[str, Any], n: int) -> tuple[Tensor, Tensor]:
         """Vectorized equivalent of the TorchScript module on raw columns."""
         mod = self.module()
+        assert isinstance(mod, TabularPreprocessor), "columns are encoded for a tabular model"
         num = np.stack([numeric_values(columns[i.column]) for i in self.numeric], axis=1) if self.numeric \
             else np.zeros((n, 0), dtype=np.float32)
         with torch.no_grad():
@@ -228,7 +234,7 @@ def fit_preprocessing(table: Table, features: Sequence[str], train: np.ndarray, 
     if y_train is not None:
         target_mean, target_std = float(np.mean(y_train)), _safe_std(np.std(y_train))
     if image_column is not None:
-        pix = table.images[train]
+        pix = table.pixels[train]
         finite = pix[np.isfinite(pix)]
         if finite.size == 0:
             raise TrainingCheckError("training images hold no finite pixel values")

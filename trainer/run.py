@@ -289,7 +289,7 @@ def _reference_stats(table: Table, split: Split, prep: Preprocessing, train_out:
 def _sample(table: Table, split: Split, prep: Preprocessing) -> dict[str, list[Any]]:
     rows = split.test[:SAMPLE_ROWS]
     if prep.is_image:
-        return {prep.inputs[0].column: np.nan_to_num(table.images[rows]).tolist()}
+        return {prep.inputs[0].column: np.nan_to_num(table.pixels[rows]).tolist()}
     frame = table.frame.iloc[rows]
     sig = {"inputs": [{"column": i.column, "kind": i.kind} for i in prep.inputs]}
     return sample_columns(sig, {i.column: frame[i.column] for i in prep.inputs})

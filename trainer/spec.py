@@ -37,9 +37,10 @@ class TrainingSpec(BaseModel):
     dropout: float = Field(D.DROPOUT, ge=0.0, lt=1.0)
     epochs: Annotated[int, Field(ge=1, le=10_000)] | Literal["auto"] = Field(D.AUTO,
                                           description="Maximum epochs; auto: from the row count (trainer.defaults).")
-    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(D.AUTO, description="Rows per step and per process (DDP); "
-                                              "auto: from the row count.")
-    lr: Annotated[float, Field(gt=0.0)] | Literal["auto"] = Field(D.AUTO, description=f"Peak learning rate; auto: {D.LR:g}.")
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        D.AUTO, description="Rows per step and per process (DDP); auto: from the row count.")
+    lr: Annotated[float, Field(gt=0.0)] | Literal["auto"] = Field(
+        D.AUTO, description=f"Peak learning rate; auto: {D.LR:g}.")
     weight_decay: float = Field(D.WEIGHT_DECAY, ge=0.0)
     lr_schedule: Literal["onecycle", "cosine", "constant"] = Field(
         "onecycle", description="onecycle: warmup then cosine decay; cosine: decay only; constant.")
@@ -80,10 +81,29 @@ class TrainingSpec(BaseModel):
     def to_json(self) -> str:
         return self.model_dump_json()
 
+    # The budget of a resolved spec (``resolved``), or one that set it: a number, never "auto".
+    @property
+    def resolved_epochs(self) -> int:
+        return self._set("epochs")
+
+    @property
+    def resolved_batch_size(self) -> int:
+        return self._set("batch_size")
+
+    @property
+    def resolved_lr(self) -> float:
+        return self._set("lr")
+
+    def _set(self, name: str) -> Any:
+        value = getattr(self, name)
+        if value == D.AUTO:
+            raise TrainerError(f"training spec: {name} is still auto here (resolve the spec first)")
+        return value
+
     def resolved(self, n_train: int) -> TrainingSpec:
         """This spec with every ``auto`` replaced by the budget rules of ``trainer.defaults``."""
-        b = D.budget(n_train, batch=None if self.batch_size == D.AUTO else self.batch_size,
-                     n_epochs=None if self.epochs == D.AUTO else self.epochs)
+        b = D.budget(n_train, batch=None if self.batch_size == D.AUTO else self.resolved_batch_size,
+                     n_epochs=None if self.epochs == D.AUTO else self.resolved_epochs)
         untouched = all(v == D.AUTO for v in (self.epochs, self.batch_size, self.lr))
         update: dict[str, Any] = {"batch_size": b["batch_size"], "epochs": b["epochs"],
                                   "lr": D.LR if self.lr == D.AUTO else self.lr}
@@ -190,7 +210,8 @@ def check_request_spec(spec: Mapping[str, Any] | BaseModel | str | None) -> dict
     else:
         doc = spec
     if not isinstance(doc, Mapping):
-        raise TrainerError(f"invalid training spec: expected an object of TrainingSpec fields, got {type(doc).__name__}")
+        raise TrainerError("invalid training spec: expected an object of TrainingSpec fields, "
+                           f"got {type(doc).__name__}")
     doc = dict(doc)
     TrainingSpec.from_dict(doc)
     return doc

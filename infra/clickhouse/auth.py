@@ -13,7 +13,7 @@ import base64
 import binascii
 import hmac
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Protocol
 
 from pydantic import SecretStr
 
@@ -42,7 +42,14 @@ def _failed(user: str, why: str = "password is incorrect, or there is no user wi
                            516, "AUTHENTICATION_FAILED")
 
 
-def credentials(headers: Mapping[str, str], params: Mapping[str, str]) -> tuple[str, str]:
+class Headers(Protocol):
+    """What ``credentials`` reads of request headers: an ``http.client.HTTPMessage`` or a plain dict."""
+
+    def __contains__(self, name: str, /) -> bool: ...
+    def get(self, name: str, /) -> str | None: ...
+
+
+def credentials(headers: Headers, params: Mapping[str, str]) -> tuple[str, str]:
     """``(user, password)`` from the one way the request gives them."""
     ways = []
     if "X-ClickHouse-User" in headers or "X-ClickHouse-Key" in headers:

@@ -37,6 +37,7 @@ import uuid
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from infra.clickhouse import compression
@@ -178,12 +179,15 @@ class Handler(BaseHTTPRequestHandler):
         if ctype.lower().startswith("multipart/form-data"):
             msg = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {ctype}\r\n\r\n".encode() + body)
             for part in msg.iter_parts():
-                name = part.get_param("name", header="content-disposition")
+                param = part.get_param("name", header="content-disposition")
+                name = param if isinstance(param, str) else None   # the HTTP policy decodes name*= (RFC 2231) itself
                 if part.get_filename():
                     raise exception(48, "NOT_IMPLEMENTED", "external data tables are not supported by the "
                                     "embedded server")
                 if name:
-                    params[name] = part.get_payload(decode=True).decode("utf-8")
+                    payload = part.get_payload(decode=True)
+                    assert isinstance(payload, bytes), "a form field (not itself multipart) decodes to bytes"
+                    params[name] = payload.decode("utf-8")
             body = b""
         if "X-ClickHouse-Database" in self.headers and "database" not in params:
             params["database"] = self.headers["X-ClickHouse-Database"]
@@ -239,7 +243,7 @@ class Handler(BaseHTTPRequestHandler):
         default_format = params.get("default_format") or "TabSeparated"
         query = params.get("query", "")
         engine = self.server.engine
-        on = {"readonly": readonly, "get": self.command == "GET", "conn": conn}
+        on: dict[str, Any] = {"readonly": readonly, "get": self.command == "GET", "conn": conn}
         if query:
             ins = split_insert(query.encode())
             if ins is not None:

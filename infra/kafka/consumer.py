@@ -33,7 +33,7 @@ from infra.errors import DeliveryError, EventTooLarge, FatalError, PoisonEvent, 
 from infra.kafka.config import consumer_config
 from infra.kafka.dlq import send_to_dlq
 from infra.kafka.edge import Edge, refusal_reason
-from infra.kafka.envelope import Envelope, headers_dict
+from infra.kafka.envelope import Envelope, headers_dict, position
 from infra.kafka.idempotency import ProcessedLog
 from infra.kafka.producer import EventProducer, make_codec
 from infra.kafka.size import oversized
@@ -201,7 +201,7 @@ class ConsumerRunner:
             # Keep the group membership alive; nothing is fetched from paused partitions.
             stray = self._consumer.poll(0.1)
             if stray is not None and stray.error() is None:   # from a partition assigned meanwhile
-                tp = TopicPartition(stray.topic(), stray.partition(), stray.offset())
+                tp = TopicPartition(*position(stray))
                 self._consumer.pause([tp])
                 self._consumer.seek(tp)
                 paused.append(tp)

@@ -62,5 +62,5 @@ def send_to_dlq(producer, *, topic: str, partition: int, offset: int, key: bytes
     except (KafkaException, EventTooLarge) as exc:   # never let a dead letter kill the consumer: coordinates only
         log.error("dead letter for %s[%s]@%s refused (%s); sending its coordinates without the value",
                   topic, partition, offset, exc)
-        producer.send_raw(dlq_name(topic), b"", None, {**{k: v for k, v in headers.items()
-                                                         if k.startswith(("modelbus.dlq.", "ce_"))}, H_TRUNCATED: b"true"})
+        coordinates = {k: v for k, v in headers.items() if k.startswith(("modelbus.dlq.", "ce_"))}
+        producer.send_raw(dlq_name(topic), b"", None, {**coordinates, H_TRUNCATED: b"true"})

@@ -61,19 +61,19 @@ class Edge:
             raise UnexpectedType(f"{event_type} is not an event this consumer takes from {topic} "
                                            f"(expected {', '.join(sorted(allowed)) or 'none'})")
 
-    def framing(self, topic: str, data: bytes) -> tuple[EventSchema, bool]:
+    def framing(self, topic: str, data: bytes | None) -> tuple[EventSchema, bool]:
         """Writer schema and legacy flag of a message, without decoding its body (the telemetry sink)."""
         schema, legacy = self.codec.framing_of(data)
         self.check(topic, schema.name)
         return schema, legacy
 
-    def decode(self, topic: str, data: bytes) -> Decoded:
+    def decode(self, topic: str, data: bytes | None) -> Decoded:
         """The decoded event; SerializationError (UnexpectedType for a type the topic does not carry)."""
         decoded = self.codec.decode(data)
         self.check(topic, decoded.event_type)
         return decoded
 
-    def envelope(self, *, topic: str, partition: int, offset: int, key: bytes | str | None, value: bytes,
+    def envelope(self, *, topic: str, partition: int, offset: int, key: bytes | str | None, value: bytes | None,
                  timestamp_ms: int, headers: dict[str, bytes]) -> Envelope:
         """The envelope handlers see; raises SerializationError as ``decode`` does."""
         decoded = self.decode(topic, value)

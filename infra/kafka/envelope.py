@@ -7,7 +7,10 @@ values and never a raw ``confluent_kafka.Message``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+if TYPE_CHECKING:
+    from confluent_kafka import Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,5 +32,20 @@ class Envelope:
         return f"{self.topic}[{self.partition}]@{self.offset}"
 
 
-def headers_dict(raw: list[tuple[str, bytes]] | None) -> dict[str, bytes]:
-    return {k: (v if v is not None else b"") for k, v in (raw or [])}
+# Kafka headers as the clients type them: (name, value) pairs or a mapping. Fetched messages carry (name, bytes)
+# pairs; str values exist only in the clients' types (produce accepts them) and are read as UTF-8.
+RawHeaders = Iterable[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None]
+
+
+def position(m: Message) -> tuple[str, int, int]:
+    """Topic, partition and offset of a fetched message (one whose ``error()`` is None): the client sets all three,
+    its types only say they may be None."""
+    topic, partition, offset = m.topic(), m.partition(), m.offset()
+    assert topic is not None and partition is not None and offset is not None, "a fetched message has a position"
+    return topic, partition, offset
+
+
+def headers_dict(raw: RawHeaders | None) -> dict[str, bytes]:
+    """Header name → value (b"" for a header without one)."""
+    pairs = raw.items() if isinstance(raw, Mapping) else (raw or [])
+    return {k: v.encode() if isinstance(v, str) else (v if v is not None else b"") for k, v in pairs}

@@ -106,7 +106,8 @@ class EdgeDecoder:
 
     def decode(self, event: faust.EventT) -> Envelope | None:
         msg = event.message
-        value = event.value if isinstance(event.value, (bytes, bytearray)) else msg.value
+        raw = event.value
+        value: bytes | None = raw if isinstance(raw, (bytes, bytearray)) else msg.value
         too_big = oversized(value, msg.key if isinstance(msg.key, bytes) else None, None, self.max_bytes)
         if too_big is not None:
             self.dead_letter(event, "oversized", EventTooLarge(too_big))
@@ -114,7 +115,7 @@ class EdgeDecoder:
         try:
             env = self.edge.envelope(topic=msg.topic, partition=msg.partition, offset=msg.offset, key=msg.key,
                                      value=value, timestamp_ms=int((msg.timestamp or 0) * 1000),
-                                     headers=headers_dict(list(msg.headers or [])))
+                                     headers=headers_dict(msg.headers))
         except SerializationError as exc:
             self.dead_letter(event, refusal_reason(exc), exc)
             return None
@@ -130,7 +131,7 @@ class EdgeDecoder:
         key = msg.key if isinstance(msg.key, (bytes, bytearray)) or msg.key is None else str(msg.key).encode()
         send_to_dlq(self.producer, topic=msg.topic, partition=msg.partition, offset=msg.offset, key=key,
                     value=msg.value, reason=reason, error=exc, group=self.group,
-                    original_headers=headers_dict(list(msg.headers or [])))
+                    original_headers=headers_dict(msg.headers))
         self.producer.flush(30)   # durable before faust acks (commits) the source event
         self.dead_lettered += 1
         log.warning("%s: dead-lettered %s[%s]@%s: %s", self.group, msg.topic, msg.partition, msg.offset, exc)

@@ -145,7 +145,9 @@ class EventProducer:
         while True:
             try:
                 with self._swap:
-                    self._producer.produce(topic, data, k, headers=headers or None, on_delivery=cb)
+                    # the stub types headers as an invariant Dict[str, str | bytes | None]; a dict[str, bytes] is one
+                    self._producer.produce(topic, data, k, headers=headers or None,  # type: ignore[arg-type]
+                                           on_delivery=cb)
                 break
             except BufferError:  # local queue full: serve delivery callbacks and retry
                 self.poll(0.05)

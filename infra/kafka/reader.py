@@ -18,7 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from infra.errors import ModelBusError
 from infra.kafka.config import consumer_config
 from infra.kafka.edge import Edge
-from infra.kafka.envelope import Envelope, headers_dict
+from infra.kafka.envelope import Envelope, headers_dict, position
 from infra.kafka.producer import make_codec
 from infra.settings import Settings
 from schemas.codec import AvroCodec, SerializationError
@@ -53,7 +53,8 @@ class TopicReader:
             if m.error() is not None:
                 continue
             try:
-                out.append(self.edge.envelope(topic=m.topic(), partition=m.partition(), offset=m.offset(),
+                topic, partition, offset = position(m)
+                out.append(self.edge.envelope(topic=topic, partition=partition, offset=offset,
                                               key=m.key(), value=m.value(), timestamp_ms=m.timestamp()[1],
                                               headers=headers_dict(m.headers())))
             except SerializationError:

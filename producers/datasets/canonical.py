@@ -164,7 +164,7 @@ class CanonicalWriter:
             if self._error is None:
                 try:
                     self._append(batch)
-                except BaseException as exc:  # handed to the producer thread on its next call
+                except BaseException as exc:  # noqa: BLE001 - handed to the producer thread, which re-raises it
                     self._error = exc
 
     def _append(self, batch: pa.RecordBatch) -> None:

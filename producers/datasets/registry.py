@@ -38,10 +38,10 @@ class DatasetRef:
 
     @classmethod
     def parse(cls, text: str) -> DatasetRef:
-        name, _, version = text.strip().partition("@")
+        name, _, given = text.strip().partition("@")
         check_dataset_name(name)
-        version = version.lower() or None
-        if version in (None, "latest"):
+        version = given.lower()
+        if version in ("", "latest"):
             return cls(name, None)
         if not _VERSION_PREFIX.match(version):
             raise DatasetNotFoundError(f"invalid version {version!r} in {text!r}: expected 4-16 hex characters "

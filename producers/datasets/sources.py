@@ -12,7 +12,7 @@ import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Generator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -58,7 +58,8 @@ class ArrayData:
 
 
 class Source:
-    """An input ready to stream: ``batches()`` may be called again to re-read from the start."""
+    """An input ready to stream: ``batches()`` may be called again to re-read from the start; ``close()`` on the
+    generator it returns releases the input early."""
 
     description: str = ""
     total: int | None = None    # progress denominator, in ``unit``
@@ -68,7 +69,7 @@ class Source:
     def __init__(self) -> None:
         self.done = 0
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
+    def batches(self) -> Generator[pa.RecordBatch, None, None]:
         raise NotImplementedError
 
 
@@ -94,7 +95,7 @@ class ArrowSource(Source):
         self.table, self.description, self.image_shape = table, description, image_shape
         self.total = table.num_rows
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
+    def batches(self) -> Generator[pa.RecordBatch, None, None]:
         self.done = 0
         for batch in self.table.to_batches(max_chunksize=BATCH_ROWS):
             if batch.num_rows:
@@ -114,7 +115,7 @@ class ParquetSource(Source):
             raise DatasetInputError(f"{path}: not a readable Parquet file (truncated or corrupt?): {exc}") from exc
         self.total = self._file.metadata.num_rows
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
+    def batches(self) -> Generator[pa.RecordBatch, None, None]:
         self.done = 0
         schema = self._file.schema_arrow
         keep = _without_pandas_index(schema, str(self.path))
@@ -218,7 +219,7 @@ class CsvSource(Source):
             raw.close()
         return self._inferred
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
+    def batches(self) -> Generator[pa.RecordBatch, None, None]:
         self.done = 0
         types = {**self._infer(), **self.types}
         reader, raw = self._open(min(CSV_STREAM_BYTES, CSV_BLOCK_BYTES), types)

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from producers.datasets import labels
 from producers.datasets.canonical import is_image
 from producers.datasets.hashing import RepeatTracker, RowHasher
-from producers.datasets.report import IssueCollector, ValidationReport
+from producers.datasets.report import IssueCollector, Severity, ValidationReport
 from producers.datasets.spec import DatasetSpec, check_column_name
 from producers.errors import InvalidNameError
 
@@ -78,13 +78,13 @@ def check_structure(spec: DatasetSpec, input_schema: pa.Schema, canonical: pa.Sc
         out.add("failure", spec.time_column, "timestamp_type", f"time column {spec.time_column!r} holds {tt}, not "
                 "timestamps (ISO 8601 values such as 2024-01-31 or 2024-01-31 12:00:00 are recognised)")
     for col in _numeric_required(spec):
-        t = types.get(col)
-        if t is not None and not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_string(t)):
-            out.add("failure", col, "numeric", f"column {col!r} must be numeric but holds {t}")
+        ct = types.get(col)
+        if ct is not None and not (pa.types.is_integer(ct) or pa.types.is_floating(ct) or pa.types.is_string(ct)):
+            out.add("failure", col, "numeric", f"column {col!r} must be numeric but holds {ct}")
     for e in spec.expectations:
-        t = types.get(e.column)
-        if e.pattern and t is not None and not pa.types.is_string(t):
-            out.add("failure", e.column, "pattern", f"pattern rule on {e.column!r}, which holds {t}, not text")
+        ct = types.get(e.column)
+        if e.pattern and ct is not None and not pa.types.is_string(ct):
+            out.add("failure", e.column, "pattern", f"pattern rule on {e.column!r}, which holds {ct}, not text")
     return out
 
 
@@ -105,6 +105,7 @@ def _text_range(lo: float | None, hi: float | None) -> pdr.Check:
     def ok(s: pd.Series) -> pd.Series:
         x = pd.to_numeric(s.astype(object), errors="coerce")
         bad = (x < lo if lo is not None else False) | (x > hi if hi is not None else False)
+        assert isinstance(bad, pd.Series)   # at least one bound is set, so one side is a Series
         return ~bad.fillna(False).astype(bool)
 
     name = f"in_range({lo}, {hi})" if lo is not None and hi is not None else \
@@ -326,7 +327,7 @@ class Validator:
         spec, out = self.spec, self.issues
         count, rows, exact = self.row_repeats.repeats()
         if count:
-            sev = "warning" if spec.allow_duplicate_rows else "failure"
+            sev: Severity = "warning" if spec.allow_duplicate_rows else "failure"
             about = "" if exact else " (estimated from a hash sample)"
             out.add(sev, None, "duplicate_rows", f"rows repeat an earlier row exactly{about}", rows=count,
                     example_rows=rows.tolist())

@@ -21,6 +21,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -143,7 +144,7 @@ class TritonPythonModel:
     def _forward(self, arrays: list) -> list[np.ndarray]:
         if self.step:
             return self._forward_step(arrays)
-        args = []
+        args: list[Any] = []
         for spec, arr in zip(self.inputs, arrays):
             if spec.kind == "categorical":
                 args.append([v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in arr.reshape(-1)])
@@ -177,7 +178,7 @@ class TritonPythonModel:
             outs.append(arr.astype(spec.numpy_dtype, copy=False))
         return outs
 
-    def execute(self, requests):
+    def execute(self, requests: list) -> list:
         received = time.time_ns() // 1000
         t0 = time.perf_counter_ns()
         decoded, errors = [], {}

@@ -189,7 +189,8 @@ def test_gate_deploy_duplicates_crash_after_load_and_restart(deployer_settings, 
         assert (rej["model_version"], rej["stage"], rej["champion_version"]) == (2, "gate", 1)
         failed = [c for c in rej["checks"] if not c["passed"]]
         assert [c["name"] for c in failed] == ["beats_champion"]
-        assert failed[0]["value"] == pytest.approx(0.75) and failed[0]["threshold"] == pytest.approx(0.79)  # 0.80 - margin
+        # threshold: 0.80 - margin
+        assert failed[0]["value"] == pytest.approx(0.75) and failed[0]["threshold"] == pytest.approx(0.79)
         assert "beats_champion" in rej["reason"] and "0.75" in rej["reason"]
         assert serves(model_client, name, seed=1) and not model_client.is_ready(name, 2)
 
@@ -262,8 +263,8 @@ def test_rollback_sets_the_champion_and_a_restarted_triton_is_reconciled(own_tri
     proc = DeployerProcess(s, tmp_path / "deployer.log")
     try:
         for version, auc in ((1, 0.80), (2, 0.90)):
-            producer.publish(s.topic(MODELS_REGISTERED), "ModelRegistered", candidate(publish_model, name, version, auc),
-                             key=name)
+            producer.publish(s.topic(MODELS_REGISTERED), "ModelRegistered",
+                             candidate(publish_model, name, version, auc), key=name)
         proc.start()
         deployed.wait(lambda vs: len(vs) >= 2, timeout=90, why="v1 and v2 promoted")
         assert serves(client, name, seed=2)

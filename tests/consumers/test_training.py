@@ -189,7 +189,7 @@ def test_same_spec_and_seed_reproduce_metrics_even_from_a_corrupt_checkpoint(tra
     # one after the other: a process trains one run at a time (torch's global RNG drives dropout)
     for settings, group, n in ((train_settings, "deployment-a", 1), (other, "deployment-b", 2)):
         with training_consumer(settings, group=group):
-            runs.wait(lambda ev: sum(e["status"] == "finished" and e["run_id"] == run_id for e in ev) == n,
+            runs.wait(lambda ev, n=n: sum(e["status"] == "finished" and e["run_id"] == run_id for e in ev) == n,
                       what=f"{group} to finish the run")
 
     finished = [e for e in runs.events if e["status"] == "finished"]
@@ -215,7 +215,8 @@ def test_consumer_killed_mid_run_is_taken_over_with_attempt_2_from_its_checkpoin
     from infra.app.stack.triton import settings_env
 
     s = train_settings.with_overrides(training={"default_spec": {
-        **train_settings.training.default_spec, "epochs": 12, "batch_size": 16, "hidden_sizes": [64, 64], "early_stopping_patience": None}})
+        **train_settings.training.default_spec, "epochs": 12, "batch_size": 16, "hidden_sizes": [64, 64],
+        "early_stopping_patience": None}})
     runs, models = tail(s, T.TRAINING_RUNS), tail(s, T.MODELS_REGISTERED)
     sdk.push_dataset(churn_data(n=3000, seed=5), name="churn", label="churned")
     env = {**os.environ, **settings_env(s), "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pydantic
 import pytest
 
 import schemas
@@ -81,7 +82,7 @@ def test_spec_roles_and_parsing():
     assert spec.feature_columns(["id", "age", "region", "ts", "churned"]) == ["age", "region"]
     assert build_spec(spec, features=["age"]).feature_columns(["age", "region"]) == ["age"]
     assert spec.model_config["frozen"]
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         spec.name = "other"
     assert Expectation.parse("age:range=0..120") == Expectation(column="age", min=0, max=120)
     assert Expectation.parse("a:b:unique").column == "a:b"

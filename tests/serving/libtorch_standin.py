@@ -62,6 +62,7 @@ class TritonPythonModel:
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
                 continue
             out = out if isinstance(out, tuple) else (out,)
-            tensors = [pb_utils.Tensor(name, out[i].numpy().astype(dtype, copy=False)) for name, i, dtype in self.outputs]
+            tensors = [pb_utils.Tensor(name, out[i].numpy().astype(dtype, copy=False))
+                       for name, i, dtype in self.outputs]
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
         return responses

@@ -17,7 +17,8 @@ def model(version: int, value: float, *, metric="roc_auc", higher=True, baseline
           behaviour=None) -> dict:
     return {"model_name": "churn", "model_version": version, "primary_metric": metric, "higher_is_better": higher,
             "metrics": {metric: value, "accuracy": 0.7},
-            "baseline_metrics": {"majority": {metric: 0.5}, "linear": {metric: 0.7}} if baselines is None else baselines,
+            "baseline_metrics": ({"majority": {metric: 0.5}, "linear": {metric: 0.7}}
+                                 if baselines is None else baselines),
             "slice_metrics": [{"column": "region", "value": k, "count": 50, "metrics": {metric: v}}
                               for k, v in (slices or {}).items()],
             "behaviour_tests": behaviour or []}

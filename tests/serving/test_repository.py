@@ -120,7 +120,8 @@ def test_valid_names_and_versions(tmp_path):
         assert step_version("churn", other) is None
     repo = ModelRepository.open(str(tmp_path / "repo"))
     sig = Signature.parse(json.dumps({"task": "regression", "inputs": [{"name": "x", "dtype": "FP32"}],
-                                      "outputs": [{"name": "a__0", "dtype": "FP32"}, {"name": "b__1", "dtype": "FP32"}]}))
+                                      "outputs": [{"name": "a__0", "dtype": "FP32"},
+                                                  {"name": "b__1", "dtype": "FP32"}]}))
     with pytest.raises(RepositoryError, match="invalid model version"):
         repo.render_config("ok", sig, [0])
 

@@ -43,8 +43,9 @@ def test_dropped_events_are_counted_per_process_and_minute_in_clickhouse(isolate
         assert (final["accepted"], final["dropped"], final["delivered"]) == (20, 30, 20)
 
         def losses():
-            return store.query_rows("SELECT process, sum(dropped) AS dropped, sum(failed) AS failed, count() AS minutes "
-                                    "FROM telemetry_losses WHERE process = {p:String} GROUP BY process", {"p": process})
+            return store.query_rows("SELECT process, sum(dropped) AS dropped, sum(failed) AS failed, "
+                                    "count() AS minutes FROM telemetry_losses WHERE process = {p:String} "
+                                    "GROUP BY process", {"p": process})
 
         deadline = time.monotonic() + 30
         while not losses() and time.monotonic() < deadline:

@@ -1,3 +1,4 @@
+import pydantic
 import pytest
 
 from trainer.errors import TrainerError
@@ -29,7 +30,7 @@ def test_bad_spec_json_names_the_field():
 
 
 def test_spec_is_frozen():
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         TrainingSpec().epochs = 3
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+from typing import cast
 
 from rich.console import Console
 from rich.markup import escape
@@ -42,8 +43,9 @@ def run_cli(app) -> int:
         except ImportError:
             pass
         if isinstance(exc, usage_errors):
-            exc.show()
-            return exc.exit_code
+            usage = cast(click.exceptions.ClickException, exc)   # typer's vendored copy has the same API
+            usage.show()
+            return usage.exit_code
         if isinstance(exc, (click.exceptions.Abort, typer.Abort)):
             return 1
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:

@@ -80,7 +80,7 @@ def parse_params(sql: str, raw: list[str]) -> dict[str, Any]:
 
 def returns_rows(sql: str) -> bool:
     m = _LEADING.match(sql)
-    return bool(m) and m.group(1).upper() in _ROW_STATEMENTS
+    return m is not None and m.group(1).upper() in _ROW_STATEMENTS
 
 
 def _cell(value: Any) -> str:

@@ -153,11 +153,11 @@ def rollback(
         raise ServingError(f"rollback of {model} to v{result.model_version} failed at {result.stage}: {result.reason}")
     event = rollback_event(result, deployer.repo.version_info(model, result.model_version))
     try:
-        EventProducer(settings, name="infra.app.cli.models").publish(settings.topic(MODELS_DEPLOYED), "ModelDeployed", event,
-                                                            key=model)
+        EventProducer(settings, name="infra.app.cli.models").publish(settings.topic(MODELS_DEPLOYED), "ModelDeployed",
+                                                                     event, key=model)
     except DeliveryError as exc:
         raise ServingError(f"{model} now serves v{result.serving_version}, but announcing the rollback failed "
-                           f"({exc}); until it is announced the deployer still treats v{result.previous_version} as the champion "
-                           "- run the rollback again") from exc
+                           f"({exc}); until it is announced the deployer still treats v{result.previous_version} "
+                           "as the champion - run the rollback again") from exc
     console.print(f"[green]{model}[/]: v{result.previous_version} → v{result.serving_version} "
                   f"({result.duration_s:.1f}s), announced as event {event['header']['event_id']}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from enum import Enum
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -207,8 +208,9 @@ def topics(as_json: bool = typer.Option(False, "--json", help="One JSON document
     from infra.kafka.topics import CATALOGUE
 
     s = load_settings()
-    rows = [{"topic": s.topic(spec.name), "events": list(spec.events), "produced_by": spec.producers,
-             "consumed_by": spec.consumers} for spec in CATALOGUE]
+    rows: list[dict[str, Any]] = [{"topic": s.topic(spec.name), "events": list(spec.events),
+                                   "produced_by": spec.producers, "consumed_by": spec.consumers}
+                                  for spec in CATALOGUE]
     if as_json:
         print_json(rows)
         return

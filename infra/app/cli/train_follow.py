@@ -119,7 +119,8 @@ def follow(follower: Follower, console: Console, *, request_id: str, search_id: 
                 progress.console.print(f"[red]run {v['run_id']} failed:[/] {v['failure_reason']}")
                 return 1
             elif status == "finished":
-                done = next(t.completed for t in progress.tasks if t.id == bar) or epochs_total or 1   # early stopping: the bar ends where the run did
+                # early stopping: the bar ends where the run did
+                done = next(t.completed for t in progress.tasks if t.id == bar) or epochs_total or 1
                 progress.update(bar, completed=done, total=done, description=f"run {v['run_id']} finished"
                                 + (f" (stopped early at epoch {done:.0f} of {epochs_total})"
                                    if epochs_total and done < epochs_total else ""))

@@ -83,7 +83,7 @@ class DashboardServer(HTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}/"
+        return f"http://{host.decode() if isinstance(host, (bytes, bytearray)) else host}:{port}/"
 
     def start(self) -> DashboardServer:
         """Serve from a background thread (tests, notebooks); ``stop`` ends it."""

@@ -32,7 +32,7 @@ class ConsumerGroup:
                 for name, (p, log) in self.procs.items() if p.poll() is not None]
 
     def stop(self) -> None:
-        for name, (proc, _log) in reversed(list(self.procs.items())):
+        for _name, (proc, _log) in reversed(list(self.procs.items())):
             if proc.poll() is None:
                 terminate(proc.pid, timeout=20)
         self.procs.clear()

@@ -126,7 +126,8 @@ def run_demo(settings: Settings, *, keep: bool, requests: int = 3000, shifted_sh
                     dec1 = _decision(watcher, reg1, 180)
                     if dec1[0] != "ModelDeployed":
                         raise ModelBusError(f"first model was rejected: {dec1[1]['reason']}")
-                    board.set("deploy-v1", "[yellow]running[/]", f"serving {reg1['model_name']} v{reg1['model_version']}")
+                    board.set("deploy-v1", "[yellow]running[/]",
+                              f"serving {reg1['model_name']} v{reg1['model_version']}")
                 with board.stage("traffic"):
                     load = _send_traffic(settings, reg1["model_name"], request_rows(requests, 11, shifted_share))
                     summary["traffic"] = load

@@ -29,7 +29,9 @@ class GroupLag:
 
 def group_lags(settings: Settings, timeout: float = 5.0) -> list[GroupLag]:
     """Lag of every consumer group whose name carries this deployment's prefix."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers, "logger": LIBRDKAFKA_LOG,
+    # the stub's config values leave out "logger", which takes a logging.Logger
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers,
+                         "logger": LIBRDKAFKA_LOG,  # type: ignore[dict-item]
                          "socket.timeout.ms": int(timeout * 1000)})
     prefix = settings.group("")
     groups = sorted(g.group_id for g in admin.list_consumer_groups(request_timeout=timeout).result().valid

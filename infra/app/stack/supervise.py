@@ -98,6 +98,7 @@ class Supervisor:
 
     def reap(self, c: Child, now: float) -> None:
         """A child exited: remember why and schedule its restart."""
+        assert c.proc is not None, "only a started child is reaped"
         code = c.proc.poll()
         up_s = now - (c.started_at or now)
         c.last_exit, c.proc, c.pid = code, None, None
@@ -131,6 +132,7 @@ class Supervisor:
                     c.first_output_at = now
             except OSError:
                 pass
+        assert c.started_at is not None, "only a started child settles"
         if c.first_output_at is None:
             return now - c.started_at >= 4 * self.grace_s   # a consumer that never logs is not held forever
         return now - c.started_at >= self.grace_s and now - c.first_output_at >= min(self.grace_s, 2.0)
@@ -146,17 +148,17 @@ class Supervisor:
             log.error("cannot write %s: %s", self.state_path, exc)
 
     def stop_children(self) -> None:
-        live = [c for c in self.children if c.proc is not None and c.proc.poll() is None]
-        for c in live:
-            c.proc.send_signal(signal.SIGTERM)
+        live = [(c, c.proc) for c in self.children if c.proc is not None and c.proc.poll() is None]
+        for _c, proc in live:
+            proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
-        for c in live:
+        for c, proc in live:
             try:
-                c.proc.wait(max(0.0, deadline - time.monotonic()))
+                proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log.warning("%s: no exit %.0fs after SIGTERM, killing it", c.name, STOP_GRACE_S)
-                c.proc.kill()
-                c.proc.wait()
+                proc.kill()
+                proc.wait()
         for c in self.children:
             c.proc, c.pid, c.state = None, None, "stopped"
 

@@ -114,9 +114,11 @@ def _stats(name, kind="numeric"):
     return {"name": name, "dtype": "double" if kind == "numeric" else "string", "kind": kind, "count": 100,
             "null_count": 2, "mean": 1.5 if kind == "numeric" else None, "std": 0.5 if kind == "numeric" else None,
             "min": 0.0 if kind == "numeric" else None, "max": 3.0 if kind == "numeric" else None,
-            "bin_edges": [0.0, 1.0, 3.0] if kind == "numeric" else [], "bin_counts": [40, 58] if kind == "numeric"
-            else [], "categories": ["EU", "US"] if kind != "numeric" else [],
-            "category_counts": [60, 38] if kind != "numeric" else [], "distinct_count": 2 if kind != "numeric" else None}
+            "bin_edges": [0.0, 1.0, 3.0] if kind == "numeric" else [],
+            "bin_counts": [40, 58] if kind == "numeric" else [],
+            "categories": ["EU", "US"] if kind != "numeric" else [],
+            "category_counts": [60, 38] if kind != "numeric" else [],
+            "distinct_count": 2 if kind != "numeric" else None}
 
 
 def _check(name, passed, value, threshold):

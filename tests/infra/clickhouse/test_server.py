@@ -48,7 +48,8 @@ def owner_db(clickhouse_owner):
 
 
 def test_split_insert_finds_where_the_data_starts():
-    assert split_insert(b"INSERT INTO t (a) FORMAT Native\n\n\x01\x02") == ("INSERT INTO t (a)", "Native", b"\n\x01\x02")
+    assert split_insert(b"INSERT INTO t (a) FORMAT Native\n\n\x01\x02") == ("INSERT INTO t (a)", "Native",
+                                                                           b"\n\x01\x02")
     assert split_insert(b"insert into db.t format TSV  \r\n1\tx\n") == ("insert into db.t", "TSV", b"1\tx\n")
     assert split_insert(b"INSERT INTO t FORMAT Values (1, 'a')") == ("INSERT INTO t", "Values", b"(1, 'a')")
     assert split_insert(b"INSERT INTO t SELECT 1") is None

@@ -61,7 +61,7 @@ class RunnerThread:
     def _run(self, **kw):
         try:
             self.runner.run(ready=self.ready, **kw)
-        except BaseException as exc:  # surfaced to the test
+        except BaseException as exc:  # noqa: BLE001 - any failure of the thread is surfaced to the test
             self.error = exc
 
     def __enter__(self):

@@ -33,7 +33,8 @@ TIMEOUT_MS = 2000
 def broker(base_settings, tmp_path):
     b = TansuBroker("127.0.0.1", free_port(), tmp_path / "tansu")
     b.start(timeout=30)
-    s = base_settings.with_overrides(kafka={"bootstrap_servers": b.bootstrap, "topic_prefix": f"t{uuid.uuid4().hex[:8]}"})
+    s = base_settings.with_overrides(kafka={"bootstrap_servers": b.bootstrap,
+                                            "topic_prefix": f"t{uuid.uuid4().hex[:8]}"})
     ensure_topics(s)
     yield b, s
     os.kill(b.proc.pid, signal.SIGCONT)
