@@ -64,16 +64,16 @@ from consumers.deploy_events import (
     with_decision,
 )
 from consumers.reconcile import STAGE_RECONCILE, reconcile, triton_live
-from infra.errors import DeliveryError, FatalError, PoisonEvent, StackError
+from infra.errors import FatalError, SkipEvent, StackError
 from infra.faults import maybe_fault
 from infra.kafka.config import consumer_config
-from infra.kafka.envelope import position
-from infra.kafka.faust_app import EdgeDecoder, make_app, poison_to_dlq, raw_topic
+from infra.kafka.envelope import Envelope, position
+from infra.kafka.faust_app import EdgeDecoder, make_app, raw_topic
+from infra.kafka.outcome import RetryPolicy, handle_async
 from infra.kafka.producer import EventProducer, make_codec
 from infra.kafka.topics import BY_NAME, MODELS_DEPLOYED, MODELS_REGISTERED, MODELS_REJECTED
 from infra.logs import configure_logging
 from infra.settings import Settings
-from infra.storage import StorageUnavailable
 from schemas.codec import SerializationError
 from serving import gate
 from serving.deploy import Deployer
@@ -87,7 +87,8 @@ ROLLBACK_TABLE = "deployer-rollbacks"
 FAULT_AFTER_LOAD = "deployer.after_load"
 STAGE_GATE, STAGE_ANNOUNCE, STAGE_ROLLBACK = "gate", "announce", "rollback"
 MAX_ATTEMPTS = 5          # unexpected errors: retried, then the event goes to the DLQ
-MAX_BACKOFF_S = 30.0      # Triton or Kafka down: retried until they are back
+MAX_BACKOFF_S = 30.0      # Triton, storage or Kafka down (transient errors): retried until they are back
+RETRY_POLICY = RetryPolicy(max_attempts=MAX_ATTEMPTS, backoff_s=1.0, max_backoff_s=MAX_BACKOFF_S)
 
 
 def partitions(settings: Settings, topic: str) -> int:
@@ -237,49 +238,34 @@ class DeployerWorker:
             await self.app.sleep(self.reconcile_interval_s)
 
     # -- one ModelRegistered --------------------------------------------------------------------
-    async def _handle_registered(self, event: faust.EventT, env: Any) -> None:
+    async def _handle_registered(self, event: faust.EventT, env: Envelope) -> None:
+        """One event through the shared outcome policy (infra/kafka/outcome.py), as every runtime does."""
+        try:
+            outcome = await handle_async(self._register, env, RETRY_POLICY, stage="deployer")
+        except FatalError as exc:
+            log.critical("%s: %s", env.coordinates, exc)
+            await self.app.crash(exc)
+            return
+        await self.registered_decoder.settle(event, outcome)
+
+    async def _register(self, env: Envelope) -> None:
         value = env.value
         name, version = str(value["model_name"]), int(value["model_version"])
         state = self.state.get(name)
         prior = ((state or {}).get("decided") or {}).get(str(version))
         if prior:
-            log.info("model=%s version=%d already %s (announcement %s); event %s skipped", name, version,
-                     prior["decision"], prior["event_id"], env.event_id)
-            return
-        current = effective_champion(state, self.rollbacks.get(name))
-        if current and int(current["model_version"]) == version:
-            log.info("model=%s version=%d is the champion already; event %s skipped", name, version, env.event_id)
-            return
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                async with self.lock:   # held until the table says it: reconciliation never sees a half-made change
-                    champion = await self.blocking(champion_for, self.clickhouse, self.deployer.repo, name, version,
-                                                   effective_champion(state, self.rollbacks.get(name)))
-                    outcome = await self.blocking(self.decide, value, champion)
-                    self.state[name] = with_decision(self.state.get(name), version, outcome.decision,
-                                                     outcome.event_id, champion=outcome.champion,
-                                                     stage=outcome.stage, source_event_id=env.event_id)
-                return
-            except PoisonEvent as exc:
-                poison_to_dlq(self.registered_decoder, event, exc)
-                return
-            except FatalError as exc:
-                log.critical("model=%s version=%d: %s", name, version, exc)
-                await self.app.crash(exc)
-                return
-            except (ServerUnavailable, StorageUnavailable, DeliveryError) as exc:
-                delay = min(MAX_BACKOFF_S, 0.5 * 2 ** min(attempt, 10))
-                log.warning("model=%s version=%d: %s; retrying in %.1fs", name, version, exc, delay)
-            except Exception as exc:
-                if attempt >= MAX_ATTEMPTS:
-                    log.exception("model=%s version=%d failed %d times; dead-lettered", name, version, attempt)
-                    self.registered_decoder.dead_letter(event, "retries-exhausted", exc)
-                    return
-                delay = 0.5 * 2 ** attempt
-                log.warning("model=%s version=%d: %r; retry %d in %.1fs", name, version, exc, attempt, delay)
-            await asyncio.sleep(delay)
+            raise SkipEvent(f"model={name} version={version} already {prior['decision']} "
+                            f"(announcement {prior['event_id']})")
+        if (current := effective_champion(state, self.rollbacks.get(name))) and \
+                int(current["model_version"]) == version:
+            raise SkipEvent(f"model={name} version={version} is the champion already")
+        async with self.lock:   # held until the table says it: reconciliation never sees a half-made change
+            champion = await self.blocking(champion_for, self.clickhouse, self.deployer.repo, name, version,
+                                           effective_champion(state, self.rollbacks.get(name)))
+            outcome = await self.blocking(self.decide, value, champion)
+            self.state[name] = with_decision(self.state.get(name), version, outcome.decision,
+                                             outcome.event_id, champion=outcome.champion,
+                                             stage=outcome.stage, source_event_id=env.event_id)
 
     def decide(self, value: dict[str, Any], champion: dict[str, Any] | None) -> Outcome:
         """Gate, deploy and announce one candidate (runs in a worker thread)."""

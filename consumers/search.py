@@ -28,20 +28,23 @@ import argparse
 import asyncio
 import copy
 import logging
-import time
 from typing import Any
 
 from consumers import search_state as S
-from infra.errors import DeliveryError, ModelBusError, PoisonEvent
+from infra.errors import FatalError, ModelBusError
 from infra.kafka import EventProducer
 from infra.kafka import topics as T
 from infra.kafka.envelope import Envelope
+from infra.kafka.outcome import RetryPolicy, handle_async
 from infra.logs import configure_logging
 from infra.settings import Settings
 
 log = logging.getLogger("modelbus.consumers.search")
 APP_ID = "search-coordinator"
 EVENT_TYPES = {"TrainingRequested", "TrainingRunUpdated"}
+# A bug in the state machine is retried a few times, then its event is dead-lettered; the broker or the
+# dataset registry being down (transient errors) is waited out.
+RETRY_POLICY = RetryPolicy(max_attempts=3, backoff_s=0.5, max_backoff_s=10.0)
 
 
 def inbox_topic(settings: Settings) -> str:
@@ -101,7 +104,7 @@ class Coordinator:
 
 def build_app(settings: Settings, *, registry: Any = None, producer: EventProducer | None = None):
     """The faust app with its two agents and the ``searches`` table."""
-    from infra.kafka.faust_app import EdgeDecoder, make_app, poison_to_dlq
+    from infra.kafka.faust_app import EdgeDecoder, make_app
 
     if registry is None:
         from producers.datasets.registry import registry_from_settings
@@ -123,38 +126,36 @@ def build_app(settings: Settings, *, registry: Any = None, producer: EventProduc
             if sid is not None:
                 await inbox.send(key=sid.encode(), value=event.message.value, headers=edge.copy_headers(event, env))
 
+    async def step(env: Envelope) -> None:
+        """One routed event. A retry starts again from the stored state: the same outputs, with the same ids."""
+        sid = env.key or ""
+        before = searches.get(sid)
+        state, outputs = coordinator.handle(copy.deepcopy(before), env)
+        if outputs:
+            await asyncio.get_running_loop().run_in_executor(None, _publish_all, producer, settings, outputs)
+        if state is not None and state != before:
+            searches[sid] = state
+
     @app.agent(inbox)
     async def coordinate(stream):
         async for event, env in edge.envelopes(stream):
-            sid = env.key or ""
-            before = searches.get(sid)
-            try:
-                state, outputs = coordinator.handle(copy.deepcopy(before), env)
-            except Exception as exc:
-                log.exception("search %s: cannot handle %s %s", sid, env.event_type, env.event_id)
-                poison_to_dlq(edge, event, PoisonEvent(f"search {sid}: {type(exc).__name__}: {exc}"))
-                continue
-            if outputs:
-                await asyncio.get_running_loop().run_in_executor(None, _publish_all, producer, settings, outputs)
-            if state is not None and state != before:
-                searches[sid] = state
+            try:   # the shared outcome policy (infra/kafka/outcome.py), as every runtime does
+                outcome = await handle_async(step, env, RETRY_POLICY, stage=APP_ID)
+            except FatalError as exc:
+                log.critical("%s: %s", env.coordinates, exc)
+                await app.crash(exc)
+                return
+            await edge.settle(event, outcome)
 
     return app
 
 
 def _publish_all(producer: EventProducer, settings: Settings, outputs: list[tuple[str, str, str, dict]]) -> None:
-    """Send and wait for the broker; on failure send the whole batch again (same ids, so duplicates are harmless)."""
-    delay = 0.5
-    while True:
-        for topic, event_type, key, value in outputs:
-            producer.send(settings.topic(topic), event_type, value, key=key)
-        try:
-            producer.flush(30)
-            return
-        except DeliveryError as exc:
-            log.error("publishing %d search event(s) failed, retrying in %.1fs: %s", len(outputs), delay, exc)
-            time.sleep(delay)
-            delay = min(delay * 2, 10.0)
+    """Send and wait for the broker. A ``DeliveryError`` is transient: the policy retries the event, which sends the
+    whole batch again (same event ids, so duplicates are harmless)."""
+    for topic, event_type, key, value in outputs:
+        producer.send(settings.topic(topic), event_type, value, key=key)
+    producer.flush(30)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,7 +8,10 @@ Three cases are kept apart everywhere events are handled:
 * ``FatalError``  – the process cannot go on (lost broker credentials, full disk);
   stop without committing so the event is redelivered after the fix.
 
-Any other exception from a handler is treated as transient: the event is retried.
+Any other exception from a handler is retried: without bound when the error's class says
+``is_transient`` (a dependency is down for now: ``DeliveryError`` here, ``StorageUnavailable``,
+``ClickHouseUnavailable``, ``serving.errors.ServerUnavailable``), else up to the runtime's
+``max_attempts`` and then dead-lettered. ``infra/kafka/outcome.py`` is that policy, in one place.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ class FatalError(ModelBusError):
 
 class DeliveryError(ModelBusError):
     """The broker did not acknowledge one or more produced events."""
+
+    is_transient = True
 
 
 class EventTooLarge(ModelBusError):

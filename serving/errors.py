@@ -25,6 +25,8 @@ class InvalidRequest(ServingError):
 class ServerUnavailable(ServingError):
     """Triton could not be reached or is not ready."""
 
+    is_transient = True   # retried by the outcome policy until Triton answers (infra/kafka/outcome.py)
+
 
 class SignatureError(ServingError):
     """A signature.json does not follow the model artifact contract."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import threading
 
 from consumers.training.events import PRODUCER
 from consumers.training.handler import Interrupted, TrainingHandler
@@ -30,15 +31,13 @@ log = logging.getLogger("modelbus.consumers.training")
 def build_runner(settings: Settings, store: ArtifactStore, producer: EventProducer, *, group_id: str | None = None,
                  owner: str | None = None, **runner_kw) -> ConsumerRunner:
     """A runner whose handler trains one event at a time and stops training when the runner stops."""
-    handler = TrainingHandler(settings, store, producer, owner=owner)
+    stop = threading.Event()   # the runner sets it; the handler stops training mid-epoch when it is set
+    handler = TrainingHandler(settings, store, producer, owner=owner, stopping=stop.is_set)
     runner_kw.setdefault("max_attempts", 3)
-    runner = ConsumerRunner(settings, group_id=group_id or settings.group(GROUP),
-                            topics=[settings.topic(T.DATASETS_CREATED), settings.topic(T.TRAINING_REQUESTED)],
-                            handler=handler, name="training", producer=producer, max_batch=1,
-                            expected_types=EVENT_TYPES, **runner_kw)
-    handler.stopping = lambda: runner.stopping
-    handler.max_attempts = runner.max_attempts
-    return runner
+    return ConsumerRunner(settings, group_id=group_id or settings.group(GROUP),
+                          topics=[settings.topic(T.DATASETS_CREATED), settings.topic(T.TRAINING_REQUESTED)],
+                          handler=handler, name="training", producer=producer, max_batch=1,
+                          expected_types=EVENT_TYPES, stop_event=stop, **runner_kw)
 
 
 def main(argv: list[str] | None = None) -> None:

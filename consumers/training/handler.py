@@ -33,6 +33,7 @@ from consumers.training.ledger import Claim, Heartbeat, RunAborted, RunLedger
 from infra.errors import DeliveryError, FatalError, SkipEvent
 from infra.kafka import topics as T
 from infra.kafka.envelope import Envelope
+from infra.kafka.outcome import is_transient
 from infra.kafka.producer import EventProducer
 from infra.settings import Settings
 from infra.storage import ArtifactStore
@@ -61,8 +62,6 @@ class TrainingHandler:
         self.jobs = JobResolver(settings, store)
         self.runs_topic = settings.topic(T.TRAINING_RUNS)
         self.models_topic = settings.topic(T.MODELS_REGISTERED)
-        self.max_attempts = 1          # the runner's, set by build_runner: tells a retried failure from the last
-        self._tries: dict[str, int] = {}
 
     # -- entry --------------------------------------------------------------
     def __call__(self, env: Envelope) -> None:
@@ -83,17 +82,9 @@ class TrainingHandler:
         if not isinstance(got, Claim):
             self._answer_done(job, got)
             raise SkipEvent(f"run {job.run_id} is done ({got.get('model_name')} v{got.get('model_version')})")
-        tries = self._tries[env.event_id] = self._tries.get(env.event_id, 0) + 1
-        last_try = tries >= self.max_attempts
-        try:
-            self._run_claimed(job, got, last_try=last_try)
-        except Exception as exc:
-            if last_try or isinstance(exc, (SkipEvent, FatalError)):   # no retry of this event follows
-                self._tries.pop(env.event_id, None)
-            raise
-        self._tries.pop(env.event_id, None)
+        self._run_claimed(job, got, env)
 
-    def _run_claimed(self, job: Job, claim: Claim, *, last_try: bool) -> None:
+    def _run_claimed(self, job: Job, claim: Claim, env: Envelope) -> None:
         t0 = time.perf_counter()
         with Heartbeat(self.ledger, claim) as hb:
             try:
@@ -114,14 +105,14 @@ class TrainingHandler:
                 self.ledger.release(claim)
                 raise
             except CheckpointError as exc:   # disk or store trouble: worth retrying
-                self._fail_transient(job, claim, exc, t0, last_try)
+                self._fail_transient(job, claim, exc, t0, env)
                 raise
             except (TrainerError, ProducerError) as exc:
                 log.warning("run %s failed: %s", job.run_id, exc)
                 self._publish(self._failed(job, claim.attempt, str(exc), duration_s=time.perf_counter() - t0))
                 self.ledger.release(claim)
             except Exception as exc:
-                self._fail_transient(job, claim, exc, t0, last_try)
+                self._fail_transient(job, claim, exc, t0, env)
                 raise
 
     # -- the run ------------------------------------------------------------
@@ -235,12 +226,13 @@ class TrainingHandler:
                             failure_reason=reason[:4000], duration_s=duration_s, final=final,
                             params_json=job.spec.to_json() if job.spec is not None else "{}")
 
-    def _fail_transient(self, job: Job, claim: Claim, exc: BaseException, t0: float, last_try: bool) -> None:
+    def _fail_transient(self, job: Job, claim: Claim, exc: BaseException, t0: float, env: Envelope) -> None:
+        last_try = env.last_attempt and not is_transient(exc)   # the policy retries transient errors until they pass
         log.exception("run %s attempt %d failed unexpectedly%s", job.run_id, claim.attempt,
                       "; giving up" if last_try else "; the event will be retried")
         reason = f"{type(exc).__name__}: {exc}"
         if last_try:
-            reason = f"gave up after {self.max_attempts} attempt(s), the event is dead-lettered: {reason}"
+            reason = f"gave up after {env.max_attempts} attempt(s), the event is dead-lettered: {reason}"
         try:
             self._publish(self._failed(job, claim.attempt, reason, duration_s=time.perf_counter() - t0,
                                        final=last_try))

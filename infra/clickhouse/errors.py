@@ -38,6 +38,12 @@ class ClickHouseError(ModelBusError):
         return cls(text, code, names[-1] if names else None)
 
 
+    @property
+    def is_transient(self) -> bool:
+        """The outcome policy's question (``infra/kafka/outcome.py``): may the same statement succeed later?"""
+        return is_transient(self)
+
+
 class ClickHouseUnavailable(ClickHouseError):
     """No ClickHouse answers at the configured place (server down, chdb directory locked)."""
 

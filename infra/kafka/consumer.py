@@ -6,7 +6,7 @@ hour never exceeds ``max.poll.interval.ms`` and never triggers a rebalance.
 Offsets are committed only after the handler returned *and* every event it
 queued on the runner's producer (outputs, dead letters) was acknowledged.
 
-Outcome of a handler, per event:
+Outcome of a handler, per event (the one policy every runtime shares, ``infra/kafka/outcome.py``):
 
 * returns            → done
 * ``SkipEvent``      → done (nothing to do)
@@ -14,7 +14,11 @@ Outcome of a handler, per event:
   (``infra/kafka/edge.py``) / a record over ``kafka.max_message_bytes`` (``oversized``, never handed
   to the handler) → ``<topic>.dlq`` with error headers, the value cut to fit (``size.py``), done
 * ``FatalError``     → stop without committing that event; ``run`` raises it
+* a transient error (``is_transient``: a dependency is down) → retried with capped backoff until it passes
 * anything else      → retried with backoff; after ``max_attempts`` → DLQ
+
+Each attempt reaches the handler as ``Envelope.attempt`` (and ``last_attempt``); ``on_error`` is
+the stage's error callback (see ``outcome.py``).
 """
 
 from __future__ import annotations
@@ -29,12 +33,13 @@ from typing import Any, Callable, Iterable
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
-from infra.errors import DeliveryError, EventTooLarge, FatalError, PoisonEvent, SkipEvent
+from infra.errors import DeliveryError, EventTooLarge, FatalError
 from infra.kafka.config import consumer_config
 from infra.kafka.dlq import send_to_dlq
 from infra.kafka.edge import Edge, refusal_reason
 from infra.kafka.envelope import Envelope, headers_dict, position
 from infra.kafka.idempotency import ProcessedLog
+from infra.kafka.outcome import DEAD_LETTER, SKIP, ErrorCallback, Outcome, RetryPolicy, handle
 from infra.kafka.producer import EventProducer, make_codec
 from infra.kafka.size import oversized
 from infra.settings import Settings
@@ -62,7 +67,8 @@ class ConsumerRunner:
     def __init__(self, settings: Settings, *, group_id: str, topics: Iterable[str], handler: Handler, name: str,
                  producer: EventProducer | None = None, codec: AvroCodec | None = None, max_batch: int = 500,
                  max_attempts: int = 5, backoff_s: float = 0.5, expected_types: Iterable[str] | None = None,
-                 consumer_overrides: dict[str, Any] | None = None, processed: ProcessedLog | None = None):
+                 consumer_overrides: dict[str, Any] | None = None, processed: ProcessedLog | None = None,
+                 on_error: ErrorCallback | None = None, stop_event: threading.Event | None = None):
         self.settings = settings
         self.name = name
         self.group_id = group_id
@@ -71,8 +77,8 @@ class ConsumerRunner:
         self.codec = codec or make_codec(settings)
         self.producer = producer or EventProducer(settings, name=f"{name}.dlq", codec=self.codec)
         self.max_batch = max_batch
-        self.max_attempts = max_attempts
-        self.backoff_s = backoff_s
+        self.policy = RetryPolicy(max_attempts=max_attempts, backoff_s=backoff_s)
+        self.on_error = on_error
         self.edge = Edge(settings, self.codec, expected_types)
         self.stats = RunnerStats()
         conf = consumer_config(settings.kafka, group_id, **(consumer_overrides or {}))
@@ -81,7 +87,7 @@ class ConsumerRunner:
         # endanger the group membership: a third of max.poll.interval.ms leaves ample margin.
         self._pause_after_s = int(conf["max.poll.interval.ms"]) / 1000 / 3
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-worker")
-        self._stop = threading.Event()
+        self._stop = stop_event or threading.Event()   # a handler given the same event sees the stop
         self._progress: dict[tuple[str, int], int] = {}   # next offset to commit, per partition
         self._progress_lock = threading.Lock()
         self._assigned: set[tuple[str, int]] = set()
@@ -253,37 +259,20 @@ class ConsumerRunner:
             log.debug("%s: %s already processed (event %s)", self.name, env.coordinates, env.event_id)
             self.stats.duplicates += 1
             return
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                self.handler(env)
-                self.stats.processed += 1
-                self._done(env.event_id)
-                return
-            except SkipEvent as exc:
-                log.debug("%s: skip %s: %s", self.name, env.coordinates, exc)
-                self.stats.skipped += 1
-                self._done(env.event_id)
-                return
-            except PoisonEvent as exc:
-                log.warning("%s: poison %s (%s): %s", self.name, env.coordinates, env.event_type, exc)
-                self._dead_letter(msg, "poison", exc, raw_headers)
-                return
-            except FatalError:
-                raise
-            except Exception as exc:
-                if attempt >= self.max_attempts:
-                    log.error("%s: %s failed %d times, dead-lettering: %s", self.name, env.coordinates,
-                              attempt, exc)
-                    self._dead_letter(msg, "retries-exhausted", exc, raw_headers)
-                    return
-                self.stats.retries += 1
-                delay = self.backoff_s * (2 ** (attempt - 1))
-                log.warning("%s: %s attempt %d failed (%s: %s); retrying in %.1fs", self.name,
-                            env.coordinates, attempt, type(exc).__name__, exc, delay)
-                if self._stop.wait(delay):
-                    raise FatalError(f"{self.name}: stopping while {env.coordinates} awaits a retry") from exc
+        outcome = handle(self.handler, env, self.policy, wait=self._stop.wait, stage=self.name,
+                         on_error=self.on_error, on_retry=self._count_retry)
+        if outcome.action == DEAD_LETTER:
+            assert outcome.error is not None
+            self._dead_letter(msg, outcome.reason, outcome.error, raw_headers)
+            return
+        if outcome.action == SKIP:
+            self.stats.skipped += 1
+        else:
+            self.stats.processed += 1
+        self._done(env.event_id)
+
+    def _count_retry(self, _outcome: Outcome) -> None:
+        self.stats.retries += 1
 
     def _done(self, event_id: str) -> None:
         if self.processed is not None:

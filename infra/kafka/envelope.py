@@ -26,10 +26,17 @@ class Envelope:
     headers: dict[str, bytes] = field(default_factory=dict)
     writer_version: int = 0
     legacy_framing: bool = False   # its fingerprint came in the pre-spec byte order (counted by consumers)
+    attempt: int = 1               # which try of this event this is (set by the outcome policy, infra/kafka/outcome.py)
+    max_attempts: int = 1          # tries the policy allows an error that is not transient
 
     @property
     def coordinates(self) -> str:
         return f"{self.topic}[{self.partition}]@{self.offset}"
+
+    @property
+    def last_attempt(self) -> bool:
+        """No retry follows if this attempt fails with an error that is not transient."""
+        return self.attempt >= self.max_attempts
 
 
 # Kafka headers as the clients type them: (name, value) pairs or a mapping. Fetched messages carry (name, bytes)

@@ -6,10 +6,15 @@ module builds such apps from ModelBus settings (same broker, same SASL/TLS
 settings) and puts deserialization at the edge: agents subscribe to raw bytes,
 ``envelopes()`` decodes them with the ModelBus codec and dead-letters poison,
 so agents only ever see ``Envelope`` objects — just like ConsumerRunner handlers.
+Agents run their handlers through ``infra.kafka.outcome.handle_async`` and hand the
+outcome to ``EdgeDecoder.settle``: the same policy as the runner, dead letters written
+off the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import ssl
 from pathlib import Path
@@ -17,11 +22,12 @@ from typing import Any, AsyncIterator
 
 import faust
 
-from infra.errors import EventTooLarge, PoisonEvent
+from infra.errors import EventTooLarge
 from infra.kafka.cloudevents import event_headers
 from infra.kafka.dlq import send_to_dlq
 from infra.kafka.edge import Edge, refusal_reason
 from infra.kafka.envelope import Envelope, headers_dict
+from infra.kafka.outcome import DEAD_LETTER, Outcome
 from infra.kafka.producer import EventProducer, make_codec
 from infra.kafka.size import oversized
 from infra.settings import Settings
@@ -104,22 +110,28 @@ class EdgeDecoder:
         self.max_bytes = settings.kafka.max_message_bytes
         self.legacy_framing = 0
 
-    def decode(self, event: faust.EventT) -> Envelope | None:
+    def _decode(self, event: faust.EventT) -> tuple[Envelope | None, tuple[str, BaseException] | None]:
+        """The envelope, or why the event is refused (DLQ reason, error)."""
         msg = event.message
         raw = event.value
         value: bytes | None = raw if isinstance(raw, (bytes, bytearray)) else msg.value
         too_big = oversized(value, msg.key if isinstance(msg.key, bytes) else None, None, self.max_bytes)
         if too_big is not None:
-            self.dead_letter(event, "oversized", EventTooLarge(too_big))
-            return None
+            return None, ("oversized", EventTooLarge(too_big))
         try:
             env = self.edge.envelope(topic=msg.topic, partition=msg.partition, offset=msg.offset, key=msg.key,
                                      value=value, timestamp_ms=int((msg.timestamp or 0) * 1000),
                                      headers=headers_dict(msg.headers))
         except SerializationError as exc:
-            self.dead_letter(event, refusal_reason(exc), exc)
-            return None
+            return None, (refusal_reason(exc), exc)
         self.legacy_framing += env.legacy_framing
+        return env, None
+
+    def decode(self, event: faust.EventT) -> Envelope | None:
+        """For callers outside an event loop: a refused event is dead-lettered here, synchronously."""
+        env, refused = self._decode(event)
+        if refused is not None:
+            self.dead_letter(event, *refused)
         return env
 
     def copy_headers(self, event: faust.EventT, env: Envelope) -> list[tuple[str, bytes]]:
@@ -136,14 +148,22 @@ class EdgeDecoder:
         self.dead_lettered += 1
         log.warning("%s: dead-lettered %s[%s]@%s: %s", self.group, msg.topic, msg.partition, msg.offset, exc)
 
+    async def dead_letter_async(self, event: faust.EventT, reason: str, exc: BaseException) -> None:
+        """``dead_letter`` off the event loop: its flush may wait up to 30 s, longer than the group's session
+        timeout, and faust must keep heartbeating meanwhile. The agent awaits it before its next event, so the
+        source event is still acknowledged only after its dead letter is durable."""
+        await asyncio.get_running_loop().run_in_executor(None, functools.partial(self.dead_letter, event, reason, exc))
+
+    async def settle(self, event: faust.EventT, outcome: Outcome) -> None:
+        """Act on the outcome policy's verdict for one event (only a dead letter needs work here)."""
+        if outcome.action == DEAD_LETTER:
+            await self.dead_letter_async(event, outcome.reason, outcome.error or RuntimeError("dead-lettered"))
+
     async def envelopes(self, stream) -> AsyncIterator[tuple[faust.EventT, Envelope]]:
-        """Iterate a raw stream as (event, envelope); poison is dead-lettered and skipped."""
+        """Iterate a raw stream as (event, envelope); refused events are dead-lettered and skipped."""
         async for event in stream.events():
-            env = self.decode(event)
+            env, refused = self._decode(event)
             if env is not None:
                 yield event, env
-
-
-def poison_to_dlq(decoder: EdgeDecoder, event: faust.EventT, exc: PoisonEvent) -> None:
-    """Agents call this for handler-level poison so the three outcomes match the ConsumerRunner."""
-    decoder.dead_letter(event, "poison", exc)
+            elif refused is not None:
+                await self.dead_letter_async(event, *refused)

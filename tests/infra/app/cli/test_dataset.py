@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 from infra.app.cli.dataset import dataset_app
 from infra.app.stack.triton import settings_env
 from infra.kafka import topics
-
 from tests.producers.conftest import read_events
 
 pytestmark = pytest.mark.stack
