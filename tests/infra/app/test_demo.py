@@ -53,8 +53,11 @@ def test_demo_runs_the_whole_loop_and_stops_what_it_started(tmp_path, clean_env)
 
     ports = _ports()
     ch_port = ports.pop("clickhouse_http_port")
+    # No wall-clock training budget here: under a loaded CI runner (the suite runs one worker per core) the
+    # default 45 s would stop the first candidate early, and a slower machine would then change which model the
+    # gate sees. This test is about the loop, so its models must not depend on the runner's speed.
     settings = load_settings(stack={"data_dir": str(tmp_path / "demo"), **ports, "start_timeout_s": 120},
-                             clickhouse={"http_port": ch_port})
+                             clickhouse={"http_port": ch_port}, training={"default_spec": {"time_budget_s": None}})
     out = io.StringIO()
     summary = run_demo(settings, keep=False, requests=REQUESTS, shifted_share=0.35,
                        console=Console(file=out, width=140))

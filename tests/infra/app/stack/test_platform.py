@@ -36,6 +36,9 @@ def platform_env(data_dir: Path, **extra: str) -> dict[str, str]:
         "MODELBUS_TRITON__HTTP_URL": f"127.0.0.1:{http}",
         "MODELBUS_TRITON__METRICS_URL": f"http://127.0.0.1:{metrics}/metrics",
         "MODELBUS_KAFKA__SESSION_TIMEOUT_MS": "2000", "MODELBUS_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
+        # no wall-clock training budget: on a loaded runner it would cut training short and let the runner's
+        # speed decide whether the gate serves the model (tests/infra/app/test_demo.py says the same)
+        "MODELBUS_TRAINING__DEFAULT_SPEC": '{"time_budget_s": null}',
     })
     env.update(extra)
     return env
