@@ -1,3 +1,3 @@
 """The dataset CLI's tests share the dataset manager's fixtures (``tests/producers/conftest.py``)."""
 
-from tests.producers.conftest import csv_file, env, frame  # noqa: F401 - fixtures, found by pytest through this import
+from tests.producers.conftest import csv_file, frame  # noqa: F401 - fixtures, found by pytest through this import
