@@ -47,7 +47,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import faust
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from consumers import gate_evidence
 from consumers.champion import champion_for
@@ -64,17 +63,16 @@ from consumers.deploy_events import (
     with_decision,
 )
 from consumers.reconcile import STAGE_RECONCILE, reconcile, triton_live
-from infra.errors import FatalError, SkipEvent, StackError
+from infra.errors import FatalError, SkipEvent
 from infra.faults import maybe_fault
-from infra.kafka.config import consumer_config
-from infra.kafka.envelope import Envelope, position
+from infra.kafka.envelope import Envelope
 from infra.kafka.faust_app import EdgeDecoder, make_app, raw_topic
 from infra.kafka.outcome import RetryPolicy, handle_async
-from infra.kafka.producer import EventProducer, make_codec
+from infra.kafka.producer import EventProducer
+from infra.kafka.reader import TopicReader
 from infra.kafka.topics import BY_NAME, MODELS_DEPLOYED, MODELS_REGISTERED, MODELS_REJECTED
 from infra.logs import configure_logging
 from infra.settings import Settings
-from schemas.codec import SerializationError
 from serving import gate
 from serving.deploy import Deployer
 from serving.errors import ServerUnavailable
@@ -109,41 +107,10 @@ class Outcome:
 
 
 def scan_announced(settings: Settings, timeout: float = 30.0) -> set[str]:
-    """Event ids already on MODELS_DEPLOYED and MODELS_REJECTED (read from the beginning, plain consumer)."""
-    codec = make_codec(settings)
+    """Event ids already on MODELS_DEPLOYED and MODELS_REJECTED, read from the beginning to their current end."""
     topics = [settings.topic(MODELS_DEPLOYED), settings.topic(MODELS_REJECTED)]
-    c = Consumer(consumer_config(settings.kafka, f"{settings.kafka.topic_prefix}.{APP_ID}.scan"))
-    ids: set[str] = set()
-    try:
-        meta = c.list_topics(timeout=10)
-        ends: dict[tuple[str, int], int] = {}
-        for t in topics:
-            if t not in meta.topics:
-                continue
-            for p in meta.topics[t].partitions:
-                ends[(t, p)] = c.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
-        c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for (t, p) in ends])
-        remaining = {tp for tp, end in ends.items() if end > 0}
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            msgs = c.consume(500, 0.3)
-            if not msgs and not remaining:
-                break   # past every end offset and one idle poll more
-            for m in msgs:
-                if m.error() is not None:
-                    continue
-                topic, partition, offset = position(m)
-                if offset + 1 >= ends.get((topic, partition), 0):
-                    remaining.discard((topic, partition))
-                try:
-                    ids.add(str(codec.decode(m.value()).value["header"]["event_id"]))
-                except (SerializationError, KeyError, TypeError):
-                    continue   # not ours to judge; the metadata sink dead-letters it
-        if remaining:
-            raise StackError(f"could not read {sorted(remaining)} to their end within {timeout:.0f}s")
-    finally:
-        c.close()
-    return ids
+    with TopicReader(settings, topics, start="beginning", skip_missing=True, name=f"{APP_ID}-scan") as reader:
+        return {env.event_id for env in reader.read_to_end(timeout)}   # refused records: the sinks judge them
 
 
 class DeployerWorker:

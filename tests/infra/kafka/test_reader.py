@@ -61,6 +61,24 @@ def test_reader_from_the_end_or_the_beginning_and_skips_what_the_topic_does_not_
         TopicReader(s, [s.topic("no.such.topic")], start="end")
 
 
+def test_read_to_end_returns_the_history_and_the_deployer_scans_its_announcements_with_it(isolated_settings):
+    from consumers.deployer import scan_announced
+
+    s = isolated_settings
+    deployed, rejected = s.topic(T.MODELS_DEPLOYED), s.topic(T.MODELS_REJECTED)
+    producer = EventProducer(s, name="tests")
+    sent = samples("ModelDeployed", 3)
+    for i, ev in enumerate(sent):
+        producer.send(deployed, "ModelDeployed", ev, key=f"m{i}")   # several keys: several partitions
+    producer.send_raw(deployed, b"\x00garbage", b"m0")              # refused, yet it counts towards the end
+    producer.flush(30)
+    with TopicReader(s, [deployed, rejected], start="beginning", skip_missing=True) as reader:
+        got = reader.read_to_end(timeout=20)
+    assert sorted(e.event_id for e in got) == sorted(ev["header"]["event_id"] for ev in sent)
+    assert reader.skipped == 1
+    assert scan_announced(s, timeout=20) == {ev["header"]["event_id"] for ev in sent}
+
+
 def test_train_wait_and_the_demo_watcher_see_registry_framed_events(isolated_settings, registry_codecs):
     from infra.app.cli.train_follow import Follower
     from infra.app.demo.watch import EventWatcher
