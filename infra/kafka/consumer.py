@@ -79,7 +79,7 @@ class ConsumerRunner:
         self.max_batch = max_batch
         self.policy = RetryPolicy(max_attempts=max_attempts, backoff_s=backoff_s)
         self.on_error = on_error
-        self.edge = Edge(settings, self.codec, expected_types)
+        self.edge = Edge(settings, self.codec, expected_types, max_attempts=max_attempts)
         self.stats = RunnerStats()
         conf = consumer_config(settings.kafka, group_id, **(consumer_overrides or {}))
         self._consumer = Consumer(conf)

@@ -41,8 +41,10 @@ def catalogued_types(settings: Settings) -> dict[str, frozenset[str]]:
 class Edge:
     """Decodes with one codec and checks each event's type against its topic."""
 
-    def __init__(self, settings: Settings, codec: AvroCodec, expected_types: Iterable[str] | None = None):
+    def __init__(self, settings: Settings, codec: AvroCodec, expected_types: Iterable[str] | None = None,
+                 max_attempts: int = 1):
         self.codec = codec
+        self.max_attempts = max_attempts   # the runtime's retry policy: envelopes arrive ready for attempt 1
         self.expected = frozenset(expected_types) if expected_types else None
         self._catalogued = catalogued_types(settings)
         self._allowed: dict[str, frozenset[str] | None] = {}
@@ -82,4 +84,5 @@ class Edge:
             value=decoded.value, event_type=decoded.event_type, topic=topic, partition=partition, offset=offset,
             event_id=str(decoded.value["header"]["event_id"]), timestamp_ms=timestamp_ms, headers=headers,
             writer_version=decoded.writer_version, legacy_framing=decoded.legacy_framing,
+            max_attempts=self.max_attempts,
         )

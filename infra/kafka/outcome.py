@@ -103,6 +103,8 @@ def _settle(env: Envelope, exc: BaseException, policy: RetryPolicy, on_error: Er
 
 
 def _attempt(env: Envelope, n: int, policy: RetryPolicy) -> Envelope:
+    if env.attempt == n and env.max_attempts == policy.max_attempts:   # the edge built it so: no copy per event
+        return env
     return dataclasses.replace(env, attempt=n, max_attempts=policy.max_attempts)
 
 
