@@ -131,6 +131,11 @@ class ClickHouseSettings(_Section):
         "`password`): `{\"name\": {\"password\": \"...\", \"readonly\": 2}}`. The default read-only "
         "`dashboard` user lets dashboards and Grafana read without being able to write.",
     )
+    read_user: str = Field(
+        "", description="User that read-only clients (`modelbus dashboard`) connect as. Empty: on the embedded "
+        "server the first read-only entry of `server_users` (`dashboard` by default); on a real server `user`.")
+    read_password: SecretStr | None = Field(
+        None, description="`read_user`'s password (secret). Unset on the embedded server: its `server_users` entry's.")
     session_timeout_s: int = Field(
         60, ge=1, description="Idle seconds after which an embedded ClickHouse session (`session_id`) and its "
         "temporary tables expire, unless the request gives `session_timeout`."

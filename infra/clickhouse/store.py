@@ -189,21 +189,36 @@ def _wrap(exc: Exception) -> ClickHouseError:
     return ClickHouseError.from_text(str(exc), getattr(exc, "code", None))
 
 
-def connect(settings, *, owner: bool = False) -> Store:
+def read_credentials(ch) -> tuple[str, Any]:
+    """(user, password) of read-only clients: ``read_user``, else the embedded server's first read-only user,
+    else ``user`` (a real server whose read-only user was not configured)."""
+    if ch.read_user:
+        entry = ch.server_users.get(ch.read_user) if not ch.url else None
+        return ch.read_user, ch.read_password or (entry.password if entry is not None else None)
+    if not ch.url:
+        for name, entry in ch.server_users.items():
+            if entry.readonly:
+                return name, entry.password
+    return ch.user, ch.password
+
+
+def connect(settings, *, owner: bool = False, read_only: bool = False) -> Store:
     """The store a process should use, from its settings.
 
     ``clickhouse.url`` set: that server. Otherwise the embedded engine: the
     owner process (``owner=True``, i.e. ``modelbus up``'s ClickHouse part)
     opens chdb itself; everybody else reaches the owner over loopback HTTP.
+    ``read_only``: as the read-only user (``read_credentials``), so a dashboard cannot write even if it tried.
     """
     ch = settings.clickhouse
+    user, password = read_credentials(ch) if read_only else (ch.user, ch.password)
     if ch.url:
-        return HttpStore(ch.url, ch.user, ch.password, ch.database)
+        return HttpStore(ch.url, user, password, ch.database)
     if owner:
         return ChdbStore(settings.chdb_path, ch.database)
     url = f"http://127.0.0.1:{ch.http_port}"
     try:
-        return HttpStore(url, ch.user, ch.password, ch.database, connect_timeout=3)
+        return HttpStore(url, user, password, ch.database, connect_timeout=3)
     except ClickHouseUnavailable as exc:
         raise ClickHouseUnavailable(
             f"embedded ClickHouse is not running: start it with `modelbus up` (nothing answers at {url})") from exc

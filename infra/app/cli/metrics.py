@@ -159,7 +159,7 @@ def dashboard(
     filters = Filters.parse({"model": model, "range": range_})
     settings = load_settings()
     try:
-        store = connect(settings)
+        store = connect(settings, read_only=True)   # the dashboard only reads; its user cannot write
     except ClickHouseError as exc:
         err_console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

@@ -335,3 +335,29 @@ def test_health_needs_queries_that_work_for_the_writer_not_just_ping(owner):
     assert not viewer.healthy() and "read-only" in viewer.problem
     gone = ChdbServer(owner.settings.with_overrides(clickhouse={"http_port": free_port()}))
     assert not gone.healthy() and "/ping failed" in gone.problem
+
+
+def test_read_only_clients_connect_as_the_read_only_user_and_cannot_write(owner, db, base_settings):
+    """``connect(read_only=True)`` (what `modelbus dashboard` uses) picks the first read-only server user."""
+    from infra.clickhouse import ClickHouseError, connect
+    from infra.clickhouse.store import read_credentials
+
+    s = base_settings.with_overrides(clickhouse={
+        "http_port": int(owner.url.rsplit(":", 1)[1]), "password": WRITER_PW, "database": db,
+        "server_users": {"dashboard": {"password": DASH_PW, "readonly": 2},
+                         "viewer": {"password": VIEWER_PW, "readonly": 1}}})
+    user, password = read_credentials(s.clickhouse)
+    assert user == "dashboard" and password.get_secret_value() == DASH_PW
+    with connect(s) as writer:
+        writer.command("INSERT INTO t VALUES (1, 'kept')")
+    with connect(s, read_only=True) as reader:
+        assert reader.query_rows("SELECT s FROM t") == [{"s": "kept"}]
+        with pytest.raises(ClickHouseError) as err:
+            reader.command("INSERT INTO t VALUES (2, 'x')")
+        assert err.value.code == 164
+    named = s.with_overrides(clickhouse={"read_user": "viewer"})
+    assert read_credentials(named.clickhouse)[0] == "viewer"
+    with connect(named, read_only=True) as viewer:
+        assert viewer.query_rows("SELECT count() AS n FROM t") == [{"n": 1}]
+    real = s.with_overrides(clickhouse={"url": "https://ch.example:8443"})   # no read user configured there
+    assert read_credentials(real.clickhouse) == ("default", real.clickhouse.password)
