@@ -14,6 +14,7 @@ import uuid
 from typing import Any, Mapping
 
 from schemas.events import child_header, new_header
+from schemas.types import DeploymentRejected, GateCheck, ModelDeployed, ModelRegistered
 
 PRODUCER = "consumers.deployer"
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://modelbus/consumers/deployer")
@@ -44,19 +45,20 @@ def champion_record(registered: Mapping[str, Any], *, deployed_event_id: str, at
     return rec
 
 
-def record_from_deployed(deployed: Mapping[str, Any]) -> dict[str, Any]:
+def record_from_deployed(deployed: ModelDeployed) -> dict[str, Any]:
     """A champion record from a ModelDeployed value (rollbacks: slice metrics come from the history)."""
-    header = deployed.get("header") or {}
+    header: Mapping[str, Any] = deployed.get("header") or {}
     return {"model_name": deployed["model_name"], "model_version": int(deployed["model_version"]),
             "primary_metric": deployed.get("primary_metric", ""), "higher_is_better": True,
             "artifact_uri": deployed.get("artifact_uri", ""), "checksum": deployed.get("checksum", ""),
             "run_id": deployed.get("run_id", ""), "dataset_version": deployed.get("dataset_version", ""),
             "metrics": {k: float(v) for k, v in (deployed.get("metrics") or {}).items()}, "slice_metrics": [],
             "registered_event_id": "", "deployed_event_id": str(header.get("event_id", "")),
-            "at": _event_time_us(header)}
+            "at": event_time_us(header)}
 
 
-def _event_time_us(header: Mapping[str, Any]) -> int:
+def event_time_us(header: Mapping[str, Any]) -> int:
+    """The header's time in microseconds: an int as built, an aware datetime as decoded (``TimestampMicros``)."""
     t = header.get("event_time", 0)
     if hasattr(t, "timestamp"):  # decoded timestamp-micros
         return int(round(t.timestamp() * 1_000_000))
@@ -98,23 +100,23 @@ def with_decision(state: Mapping[str, Any] | None, version: int, decision: str, 
     return state
 
 
-_CHECK_NUMBERS = ("value", "threshold", "reference_value", "difference", "ci_low", "ci_high", "confidence", "margin")
+def _number(check: Mapping[str, Any], key: str) -> float | None:
+    return None if check.get(key) is None else float(check[key])
 
 
-def gate_checks(checks: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def gate_checks(checks: list[Mapping[str, Any]]) -> list[GateCheck]:
     """GateCheck records (every check, passed or not, with its numbers, interval and rule)."""
-    out = []
-    for c in checks:
-        rec = {"name": str(c["name"]), "passed": bool(c["passed"]), "detail": str(c.get("detail", "")),
-               "n": None if c.get("n") is None else int(c["n"]), "rule": str(c.get("rule") or ""),
-               "decisive": bool(c.get("decisive", True))}
-        rec.update({k: None if c.get(k) is None else float(c[k]) for k in _CHECK_NUMBERS})
-        out.append(rec)
-    return out
+    return [{"name": str(c["name"]), "passed": bool(c["passed"]), "detail": str(c.get("detail", "")),
+             "n": None if c.get("n") is None else int(c["n"]), "rule": str(c.get("rule") or ""),
+             "decisive": bool(c.get("decisive", True)), "value": _number(c, "value"),
+             "threshold": _number(c, "threshold"), "reference_value": _number(c, "reference_value"),
+             "difference": _number(c, "difference"), "ci_low": _number(c, "ci_low"), "ci_high": _number(c, "ci_high"),
+             "confidence": _number(c, "confidence"), "margin": _number(c, "margin")}
+            for c in checks]
 
 
-def deployed_event(registered: Mapping[str, Any], decision: Any, result: Any, *,
-                   previous_version: int | None) -> dict[str, Any]:
+def deployed_event(registered: ModelRegistered, decision: Any, result: Any, *,
+                   previous_version: int | None) -> ModelDeployed:
     """ModelDeployed for a promoted candidate (``decision``: GateDecision, ``result``: DeployResult)."""
     name, version = registered["model_name"], int(registered["model_version"])
     return {
@@ -129,8 +131,8 @@ def deployed_event(registered: Mapping[str, Any], decision: Any, result: Any, *,
     }
 
 
-def rejected_event(registered: Mapping[str, Any], decision: Any, *, stage: str, reason: str,
-                   champion_version: int | None) -> dict[str, Any]:
+def rejected_event(registered: ModelRegistered, decision: Any, *, stage: str, reason: str,
+                   champion_version: int | None) -> DeploymentRejected:
     """DeploymentRejected: where it stopped, why, and every gate check with its numbers."""
     name, version = registered["model_name"], int(registered["model_version"])
     return {
@@ -142,7 +144,7 @@ def rejected_event(registered: Mapping[str, Any], decision: Any, *, stage: str, 
     }
 
 
-def rollback_event(result: Any, info: Mapping[str, Any]) -> dict[str, Any]:
+def rollback_event(result: Any, info: Mapping[str, Any]) -> ModelDeployed:
     """ModelDeployed(action='rollback') for a rollback done by hand (``info``: the version's deploy.json)."""
     metrics = {k: float(v) for k, v in (info.get("metrics") or {}).items()}
     primary = str(info.get("primary_metric", ""))
@@ -158,4 +160,4 @@ def rollback_event(result: Any, info: Mapping[str, Any]) -> dict[str, Any]:
 
 
 __all__ = ["DEPLOYED", "REJECTED", "champion_record", "decision_event_id", "deployed_event", "effective_champion",
-           "gate_checks", "record_from_deployed", "rejected_event", "rollback_event", "with_decision"]
+           "event_time_us", "gate_checks", "record_from_deployed", "rejected_event", "rollback_event", "with_decision"]

@@ -58,6 +58,7 @@ from consumers.deploy_events import (
     decision_event_id,
     deployed_event,
     effective_champion,
+    event_time_us,
     record_from_deployed,
     rejected_event,
     with_decision,
@@ -73,6 +74,7 @@ from infra.kafka.reader import TopicReader
 from infra.kafka.topics import BY_NAME, MODELS_DEPLOYED, MODELS_REGISTERED, MODELS_REJECTED
 from infra.logs import configure_logging
 from infra.settings import Settings
+from schemas.types import DeploymentRejected, ModelDeployed, ModelRegistered
 from serving import gate
 from serving.deploy import Deployer
 from serving.errors import ServerUnavailable
@@ -182,7 +184,7 @@ class DeployerWorker:
 
     async def _rollback_agent(self, stream: faust.StreamT) -> None:
         async for _event, env in self.deployed_decoder.envelopes(stream):
-            value = env.value
+            value = env.typed(ModelDeployed)
             if value.get("action") != "rollback":
                 continue
             record = record_from_deployed(value)
@@ -216,7 +218,7 @@ class DeployerWorker:
         await self.registered_decoder.settle(event, outcome)
 
     async def _register(self, env: Envelope) -> None:
-        value = env.value
+        value = env.typed(ModelRegistered)
         name, version = str(value["model_name"]), int(value["model_version"])
         state = self.state.get(name)
         prior = ((state or {}).get("decided") or {}).get(str(version))
@@ -234,7 +236,7 @@ class DeployerWorker:
                                              outcome.event_id, champion=outcome.champion,
                                              stage=outcome.stage, source_event_id=env.event_id)
 
-    def decide(self, value: dict[str, Any], champion: dict[str, Any] | None) -> Outcome:
+    def decide(self, value: ModelRegistered, champion: dict[str, Any] | None) -> Outcome:
         """Gate, deploy and announce one candidate (runs in a worker thread)."""
         name, version = str(value["model_name"]), int(value["model_version"])
         deployed_id, rejected_id = (decision_event_id(name, version, d) for d in (DEPLOYED, REJECTED))
@@ -272,9 +274,9 @@ class DeployerWorker:
         self.announce(MODELS_DEPLOYED, "ModelDeployed", event)
         return Outcome(DEPLOYED, deployed_id,
                        champion=champion_record(value, deployed_event_id=deployed_id,
-                                                at_us=event["header"]["event_time"]))
+                                                at_us=event_time_us(event["header"])))
 
-    def announce(self, topic: str, event_type: str, value: dict[str, Any]) -> None:
+    def announce(self, topic: str, event_type: str, value: ModelDeployed | DeploymentRejected) -> None:
         self.producer.publish(self.settings.topic(topic), event_type, value, key=value["model_name"])
         event_id = str(value["header"]["event_id"])
         if self.announced is not None:

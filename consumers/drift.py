@@ -37,6 +37,7 @@ from infra.kafka import topics as T
 from infra.logs import configure_logging
 from infra.signals import on_stop_signals
 from schemas.events import new_header
+from schemas.types import DriftDetected, EventHeader, TrainingRequested
 
 STAGE = "drift"
 PRODUCER = f"monitoring.{STAGE}"
@@ -171,7 +172,7 @@ class _Publisher:
                 header = new_header(PRODUCER, parents=parents, correlation_id=info.get("deployed_correlation_id")
                                     or info.get("correlation_id") or None)
                 r.action = "retrain-requested" if will_retrain else "none"
-                r.event_id, correlation = header["event_id"], header["correlation_id"]
+                r.event_id, correlation = str(header["event_id"]), header["correlation_id"]
                 self.producer.send(drift_topic, "DriftDetected", self._drift_value(header, r), key=r.model_name)
                 self.sent_alerts.append((r.model_name, r.feature))
                 log.warning("drift: %s v%d feature %s psi=%.3f %s=%.4g p=%.3g n=%d (stage=%s, event %s)",
@@ -180,7 +181,7 @@ class _Publisher:
             if will_retrain:
                 self._request_training(model, drifted, lineage, correlation)
 
-    def _drift_value(self, header: dict, r: DriftResult) -> dict[str, Any]:
+    def _drift_value(self, header: EventHeader, r: DriftResult) -> DriftDetected:
         mon = self.settings.monitoring
         return {"header": header, "model_name": r.model_name, "model_version": r.model_version,
                 "feature": r.feature, "window_start": _us(r.window_start), "window_end": _us(r.window_end),
@@ -205,9 +206,10 @@ class _Publisher:
                 spec_json = spec_rows[0]["spec_json"]
         parents = [r.event_id for r in drifted] + ([rows[0]["event_id"]] if rows else [])
         header = new_header(PRODUCER, parents=parents, correlation_id=correlation)
-        value = {"header": header, "request_id": f"drift-{uuid.uuid4().hex[:12]}", "dataset_name": dataset,
-                 "dataset_version": version, "model_name": model, "spec_json": spec_json, "search_space_json": None,
-                 "n_trials": 0, "search_id": None, "trial_number": None, "reason": "drift"}
+        value: TrainingRequested = {
+            "header": header, "request_id": f"drift-{uuid.uuid4().hex[:12]}", "dataset_name": dataset,
+            "dataset_version": version, "model_name": model, "spec_json": spec_json, "search_space_json": None,
+            "n_trials": 0, "search_id": None, "trial_number": None, "reason": "drift"}
         self.producer.send(self.settings.topic(T.TRAINING_REQUESTED), "TrainingRequested", value, key=dataset)
         self.sent_retrains.append(model)
         log.warning("drift: requested retraining of %s on %s@%s (stage=%s, event %s)", model, dataset,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
-from typing import Any
 
 from infra.errors import DeliveryError
 from infra.kafka.producer import EventProducer
@@ -22,6 +21,7 @@ from infra.kafka.topics import SERVING_METRICS
 from infra.logs import configure_logging
 from infra.settings import Settings
 from infra.signals import on_stop_signals
+from schemas.types import ServerMetrics
 from serving.metrics_scraper import PRODUCER_NAME, STAGE_SCRAPE, run_scraper
 
 log = logging.getLogger("modelbus.consumers.scraper")
@@ -37,7 +37,7 @@ class MetricsPublisher:
         self.sent = 0
         self.undelivered = 0
 
-    def __call__(self, record: dict[str, Any]) -> None:
+    def __call__(self, record: ServerMetrics) -> None:
         self.producer.send(self.topic, "ServerMetrics", record, key=record["server"])
         self.sent += 1
         self.flush()

@@ -38,6 +38,7 @@ from infra.kafka.envelope import Envelope
 from infra.kafka.outcome import RetryPolicy, handle_async
 from infra.logs import configure_logging
 from infra.settings import Settings
+from schemas.types import TrainingRequested, TrainingRunUpdated
 
 log = logging.getLogger("modelbus.consumers.search")
 APP_ID = "search-coordinator"
@@ -64,18 +65,19 @@ class Coordinator:
     @staticmethod
     def route(env: Envelope) -> str | None:
         """The search an event belongs to, or None when the coordinator does not care about it."""
-        v = env.value
         if env.event_type == "TrainingRequested":
-            return S.search_id_for(v["request_id"]) if int(v.get("n_trials") or 0) > 0 else None
+            request = env.typed(TrainingRequested)
+            return S.search_id_for(request["request_id"]) if int(request.get("n_trials") or 0) > 0 else None
+        v = env.typed(TrainingRunUpdated)
         if v.get("search_id") and v.get("trial_number") is not None and v["status"] in ("finished", "failed") \
                 and v["header"]["producer"] != S.PRODUCER:
             return str(v["search_id"])
         return None
 
-    def handle(self, state: dict | None, env: Envelope) -> tuple[dict | None, list[tuple[str, str, str, dict]]]:
+    def handle(self, state: dict | None, env: Envelope) -> tuple[dict | None, list[S.Output]]:
         """(new state, events to publish) for one routed event; ``state`` is a private copy."""
-        v = env.value
         if env.event_type == "TrainingRequested":
+            v = env.typed(TrainingRequested)
             if state is not None:
                 return state, []   # a redelivered request: its outputs went out before the state was written
             try:
@@ -89,10 +91,11 @@ class Coordinator:
             log.info("search %s: %d trials, %d at once, %s %s", state["search_id"], state["n_trials"],
                      state["parallelism"], state["direction"], state["metric"])
             return state, S.plan(state)
+        update = env.typed(TrainingRunUpdated)
         if state is None:
-            log.warning("result for unknown search %s ignored", v.get("search_id"))
+            log.warning("result for unknown search %s ignored", update.get("search_id"))
             return None, []
-        if not S.tell(state, v):
+        if not S.tell(state, update):
             return state, []
         out = S.plan(state)
         if state["status"] != "running":
@@ -150,7 +153,7 @@ def build_app(settings: Settings, *, registry: Any = None, producer: EventProduc
     return app
 
 
-def _publish_all(producer: EventProducer, settings: Settings, outputs: list[tuple[str, str, str, dict]]) -> None:
+def _publish_all(producer: EventProducer, settings: Settings, outputs: list[S.Output]) -> None:
     """Send and wait for the broker. A ``DeliveryError`` is transient: the policy retries the event, which sends the
     whole batch again (same event ids, so duplicates are harmless)."""
     for topic, event_type, key, value in outputs:

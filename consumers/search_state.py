@@ -24,6 +24,7 @@ from optuna.trial import TrialState, create_trial
 
 from infra.errors import ModelBusError
 from schemas.events import new_header, will_be_retried
+from schemas.types import EventHeader, TrainingRequested, TrainingRunUpdated
 
 PRODUCER = "consumers.search"
 _NAMESPACE = uuid.UUID("0c5e7f0e-3b1c-4a5e-8d4f-5a2b9e6c1d77")
@@ -32,6 +33,9 @@ RESERVED = {"model_name", "register_model"}
 MAX_TRIALS = 1000
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+# What the coordinator publishes: (logical topic, event type, key, value).
+Output = tuple[str, str, str, TrainingRequested | TrainingRunUpdated]
 
 
 class SearchError(ModelBusError):
@@ -111,7 +115,7 @@ def _decode(dists: dict[str, BaseDistribution], raw: dict[str, Any]) -> dict[str
 
 
 # -- state --------------------------------------------------------------------------------------------------------
-def start(request: dict[str, Any], *, dataset_version: str, spec_fields: set[str], default_parallelism: int) -> dict:
+def start(request: TrainingRequested, *, dataset_version: str, spec_fields: set[str], default_parallelism: int) -> dict:
     """The initial state of a search from its (decoded) TrainingRequested; raises SearchError."""
     params, options = parse_space(request.get("search_space_json"), spec_fields)
     n = int(request.get("n_trials") or 0)
@@ -135,7 +139,7 @@ def start(request: dict[str, Any], *, dataset_version: str, spec_fields: set[str
             "seed": int(spec.get("seed", 0)), "trials": {}, "best": None}
 
 
-def base_state(request: dict[str, Any]) -> dict[str, Any]:
+def base_state(request: TrainingRequested) -> dict[str, Any]:
     """What every state (also a refused search's) keeps of its request: identity and lineage."""
     h = request["header"]
     return {"search_id": search_id_for(request["request_id"]), "request_id": request["request_id"],
@@ -159,7 +163,7 @@ def ask(state: dict[str, Any], number: int) -> dict[str, Any]:
     return {"raw": dict(trial.params), "params": _decode(dists, trial.params)}
 
 
-def tell(state: dict[str, Any], update: dict[str, Any]) -> bool:
+def tell(state: dict[str, Any], update: TrainingRunUpdated) -> bool:
     """Record a trial's TrainingRunUpdated (finished/failed); False when it changes nothing (duplicate, late)."""
     t = state["trials"].get(str(update.get("trial_number")))
     if state["status"] != "running" or t is None or update["status"] not in ("finished", "failed"):
@@ -180,14 +184,14 @@ def tell(state: dict[str, Any], update: dict[str, Any]) -> bool:
     return True
 
 
-def plan(state: dict[str, Any]) -> list[tuple[str, str, str, dict]]:
+def plan(state: dict[str, Any]) -> list[Output]:
     """Ask trials up to ``parallelism`` at once; when all are told, pick the best and ask for the final run.
 
     Returns (logical topic, event type, key, value) to publish; mutates ``state``.
     """
     if state["status"] != "running":
         return []
-    out = []
+    out: list[Output] = []
     trials = state["trials"]
     running = sum(t["state"] == "running" for t in trials.values())
     while len(trials) < state["n_trials"] and running < state["parallelism"]:
@@ -214,32 +218,32 @@ def plan(state: dict[str, Any]) -> list[tuple[str, str, str, dict]]:
                   ("training.requested", "TrainingRequested", state["dataset_name"], final_request(state))]
 
 
-def refused(request: dict[str, Any], reason: str) -> tuple[dict, list[tuple[str, str, str, dict]]]:
+def refused(request: TrainingRequested, reason: str) -> tuple[dict, list[Output]]:
     """State and failed summary of a search that cannot run."""
     state = {**base_state(request), "failure_reason": reason[:4000]}
     return state, [("training.runs", "TrainingRunUpdated", summary_run_id(state), summary(state))]
 
 
 # -- events ---------------------------------------------------------------------------------------------------------
-def _header(state: dict[str, Any], *parts: object) -> dict[str, Any]:
+def _header(state: dict[str, Any], *parts: object) -> EventHeader:
     return new_header(PRODUCER, correlation_id=state["correlation_id"], parents=[state["request_event_id"]],
                       event_id=_uuid(state["search_id"], *parts))
 
 
 def _request(state: dict[str, Any], request_id: str, spec: dict, reason: str, trial: int | None,
-             eid_parts: tuple) -> dict:
+             eid_parts: tuple) -> TrainingRequested:
     return {"header": _header(state, *eid_parts), "request_id": request_id, "dataset_name": state["dataset_name"],
             "dataset_version": state["dataset_version"], "model_name": state["model_name"],
             "spec_json": json.dumps(spec, sort_keys=True), "search_space_json": None, "n_trials": 0,
             "search_id": state["search_id"], "trial_number": trial, "reason": reason}
 
 
-def trial_request(state: dict[str, Any], n: int) -> dict:
+def trial_request(state: dict[str, Any], n: int) -> TrainingRequested:
     spec = {**state["spec"], **state["trials"][str(n)]["params"], "register_model": False}
     return _request(state, trial_request_id(state["search_id"], n), spec, "search-trial", n, ("trial", n))
 
 
-def final_request(state: dict[str, Any]) -> dict:
+def final_request(state: dict[str, Any]) -> TrainingRequested:
     spec = {**state["spec"], **state["best"]["params"]}
     spec.pop("register_model", None)
     return _request(state, state["final_request_id"], spec, "search-best", None, ("final",))
@@ -249,7 +253,7 @@ def summary_run_id(state: dict[str, Any]) -> str:
     return f"search-{state['search_id']}"
 
 
-def summary(state: dict[str, Any]) -> dict:
+def summary(state: dict[str, Any]) -> TrainingRunUpdated:
     """The search's result as a TrainingRunUpdated: finished with the best trial, or failed with why."""
     trials = state.get("trials") or {}
     best = state.get("best")

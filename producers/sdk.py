@@ -27,6 +27,7 @@ from producers.datasets.registry import ArtifactDatasetRegistry, DatasetRegistry
 from producers.datasets.spec import DatasetSpec, build_spec, check_dataset_name
 from producers.errors import DatasetNotFoundError, InvalidNameError, InvalidSpecError, ProducerError
 from schemas.events import new_header
+from schemas.types import TrainingRequested
 
 PRODUCER = "producers.sdk"
 
@@ -100,7 +101,7 @@ class ModelBus:
         if n_trials < 0 or (search_space is None and n_trials):
             raise ProducerError("n_trials needs a search_space (and must be >= 0)")
         request_id = str(uuid.uuid4())
-        value = {
+        value: TrainingRequested = {
             "header": new_header(self.name, correlation_id=correlation_id),
             "request_id": request_id,
             "dataset_name": dataset_name,
@@ -149,7 +150,7 @@ class _LazyPublisher:
     def __init__(self, client: ModelBus):
         self._client = client
 
-    def publish(self, topic: str, event_type: str, value: dict[str, Any], key: str | bytes | None = None) -> None:
+    def publish(self, topic: str, event_type: str, value: Mapping[str, Any], key: str | bytes | None = None) -> None:
         self._client.producer.publish(topic, event_type, value, key=key)
 
 

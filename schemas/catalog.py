@@ -61,11 +61,16 @@ class EventSchema:
         return json.dumps(self.expanded, separators=(",", ":"))
 
 
-def _load_expanded(path: Path) -> dict[str, Any]:
+def load_expanded(path: Path) -> dict[str, Any]:
+    """One .avsc file with every named type it uses inlined, docs and defaults as written there."""
     # load_schema resolves references to other '<namespace>.<Name>.avsc' files in the same directory.
     expanded = expand_schema(load_schema(str(path), _write_hint=False))
     assert isinstance(expanded, dict), f"{path}: an event schema is a record"
     return expanded
+
+
+def schema_path(name: str, avro_dir: Path = AVRO_DIR) -> Path:
+    return avro_dir / f"{NAMESPACE}.{name}.avsc"
 
 
 def _make(name: str, version: int, expanded: dict[str, Any]) -> EventSchema:
@@ -82,13 +87,13 @@ class Catalog:
         self.by_legacy_fingerprint: dict[bytes, EventSchema] = {}
         self.history: dict[str, list[EventSchema]] = {}
         for name in EVENTS:
-            path = avro_dir / f"{NAMESPACE}.{name}.avsc"
+            path = schema_path(name, avro_dir)
             released = sorted((history_dir / name).glob("v*.avsc"), key=lambda p: int(p.stem[1:]))
             versions = [_make(name, int(p.stem[1:]), json.loads(p.read_text())) for p in released]
             self.history[name] = versions
             for v in versions:
                 self._index(v)
-            expanded = _load_expanded(path)
+            expanded = load_expanded(path)
             cur = next((v for v in versions if v.fingerprint == fingerprint_of(expanded)), None)
             if cur is None:  # unreleased change: it is the next version
                 cur = _make(name, (versions[-1].version + 1) if versions else 1, expanded)

@@ -20,7 +20,7 @@ import re
 import struct
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, cast
+from typing import Any, Callable, Mapping, cast
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
@@ -45,7 +45,8 @@ class Decoded:
     legacy_framing: bool = False   # the fingerprint came in the pre-spec (reversed) byte order
 
 
-Serializer = Callable[[dict[str, Any]], bytes]
+# Encoders take any mapping, so a builder's TypedDict (schemas/types.py) goes in as it is; decoders give dicts.
+Serializer = Callable[[Mapping[str, Any]], bytes]
 Deserializer = Callable[[bytes], Decoded]
 
 
@@ -108,7 +109,7 @@ class AvroCodec:
         parsed = schema.parsed
         prefix = self._prefix(schema)
 
-        def serialize(record: dict[str, Any]) -> bytes:
+        def serialize(record: Mapping[str, Any]) -> bytes:
             _check_header(event_type, record)
             buf = io.BytesIO()
             buf.write(prefix)
@@ -120,7 +121,7 @@ class AvroCodec:
 
         return serialize
 
-    def encode(self, event_type: str, record: dict[str, Any]) -> bytes:
+    def encode(self, event_type: str, record: Mapping[str, Any]) -> bytes:
         return self.serializer(event_type)(record)
 
     # -- decoding -------------------------------------------------------

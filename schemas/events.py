@@ -6,13 +6,15 @@ import time
 import uuid
 from typing import Any, Iterable, Mapping
 
+from schemas.types import EventHeader
+
 
 def now_us() -> int:
     return time.time_ns() // 1000
 
 
 def new_header(producer: str, *, correlation_id: str | None = None,
-               parents: Iterable[str] = (), event_id: str | None = None) -> dict[str, Any]:
+               parents: Iterable[str] = (), event_id: str | None = None) -> EventHeader:
     """A fresh EventHeader. Pass ``parents`` (event ids) so lineage can be walked back in SQL."""
     eid = event_id or str(uuid.uuid4())
     return {
@@ -24,7 +26,7 @@ def new_header(producer: str, *, correlation_id: str | None = None,
     }
 
 
-def child_header(producer: str, parent: Mapping[str, Any], **kw: Any) -> dict[str, Any]:
+def child_header(producer: str, parent: Mapping[str, Any], **kw: Any) -> EventHeader:
     """Header of an event caused by ``parent`` (a decoded event value): same trace, parent linked."""
     ph = parent["header"]
     return new_header(producer, correlation_id=str(ph["correlation_id"]), parents=[str(ph["event_id"])], **kw)

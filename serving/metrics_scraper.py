@@ -13,11 +13,12 @@ import logging
 import threading
 import urllib.error
 import urllib.request
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.events import new_header
+from schemas.types import MetricSample, ServerMetrics
 from serving.errors import ServingError
 
 log = logging.getLogger("modelbus.serving.metrics")
@@ -29,7 +30,7 @@ class ScrapeError(ServingError):
     """The metrics endpoint could not be read or did not speak the Prometheus text format."""
 
 
-def parse_samples(text: str, include: Iterable[str] = ()) -> list[dict[str, Any]]:
+def parse_samples(text: str, include: Iterable[str] = ()) -> list[MetricSample]:
     """MetricSample dicts from Prometheus text; ``include`` keeps only names with one of these prefixes."""
     prefixes = tuple(include)
     # The parser renames counters to OpenMetrics style (x -> x_total); keep the names Triton exposes.
@@ -42,7 +43,7 @@ def parse_samples(text: str, include: Iterable[str] = ()) -> list[dict[str, Any]
         return sample.name
 
     try:
-        samples: list[dict[str, Any]] = [
+        samples: list[MetricSample] = [
             {"name": name_of(f, s), "labels": {k: str(v) for k, v in s.labels.items()}, "value": float(s.value)}
             for f in text_string_to_metric_families(text) for s in f.samples]
     except (ValueError, TypeError, IndexError) as exc:
@@ -58,16 +59,16 @@ def fetch(url: str, timeout: float = 5.0) -> str:
         raise ScrapeError(f"cannot scrape {url}: {exc}") from exc
 
 
-def server_metrics(url: str, text: str, include: Iterable[str] = ()) -> dict[str, Any]:
+def server_metrics(url: str, text: str, include: Iterable[str] = ()) -> ServerMetrics:
     """A ServerMetrics value for one scrape of ``url``."""
     return {"header": new_header(PRODUCER_NAME), "server": url, "samples": parse_samples(text, include)}
 
 
-def scrape_once(url: str, include: Iterable[str] = ("nv_",), timeout: float = 5.0) -> dict[str, Any]:
+def scrape_once(url: str, include: Iterable[str] = ("nv_",), timeout: float = 5.0) -> ServerMetrics:
     return server_metrics(url, fetch(url, timeout), include)
 
 
-def run_scraper(url: str, publish: Callable[[dict[str, Any]], None], *, interval_s: float = 15.0,
+def run_scraper(url: str, publish: Callable[[ServerMetrics], None], *, interval_s: float = 15.0,
                 stop: threading.Event | None = None, max_scrapes: int | None = None,
                 include: Iterable[str] = ("nv_",)) -> dict[str, int]:
     """Scrape every ``interval_s`` until ``stop`` is set; a failed scrape is logged and counted, never fatal."""

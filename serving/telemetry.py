@@ -23,6 +23,7 @@ from infra.kafka.renewal import PURGED, session_rejected
 from infra.kafka.topics import INFERENCE_TELEMETRY, SERVING_METRICS
 from infra.settings import Settings
 from schemas.events import new_header
+from schemas.types import InferenceTelemetry, ServerMetrics
 from serving.telemetry_losses import LossLedger, loss_report
 
 PRODUCER_NAME = "serving.triton"
@@ -41,14 +42,14 @@ log = logging.getLogger("modelbus.serving.telemetry")
 def telemetry_event(*, request_id: str, model_name: str, model_version: int, received_at: int, completed_at: int,
                     stages: dict[str, int], batch_size: int, numeric: dict[str, float] | None = None,
                     categorical: dict[str, str] | None = None, prediction: str = "", prediction_value: float = 0.0,
-                    confidence: float = 0.0, error: str | None = None, smoke: bool = False) -> dict[str, Any]:
+                    confidence: float = 0.0, error: str | None = None, smoke: bool = False) -> InferenceTelemetry:
     """An InferenceTelemetry value (times in microseconds since the epoch)."""
     numeric = numeric or {}
     categorical = categorical or {}
     header = new_header(PRODUCER_NAME, correlation_id=request_id or None)
     return {
         "header": header,
-        "request_id": request_id or header["event_id"],  # a request without an id is named by its event
+        "request_id": request_id or str(header["event_id"]),  # a request without an id is named by its event
         "model_name": model_name,
         "model_version": int(model_version),
         "received_at": int(received_at),
@@ -106,8 +107,8 @@ class TelemetryEmitter:
         self._buffer: deque = deque()
         self._producer = producer
         self._producer_factory = producer_factory or make_telemetry_producer
-        self._serialize: Callable[[dict[str, Any]], bytes] | None = None
-        self._headers: Callable[[dict[str, Any]], dict[str, bytes]] | None = None
+        self._serialize: Callable[[InferenceTelemetry], bytes] | None = None
+        self._headers: Callable[[InferenceTelemetry], dict[str, bytes]] | None = None
         self.stats_path = stats_path
         self.report_every_s = report_every_s
         self.drain_interval_s = drain_interval_s
@@ -116,7 +117,7 @@ class TelemetryEmitter:
         self._renew: str | None = None     # why the producer must be replaced (set by delivery callbacks)
         self._renewing = False
         self.losses = LossLedger()          # per-minute losses, reported to the metrics topic (telemetry_losses.py)
-        self._report_serialize: Callable[[dict[str, Any]], bytes] | None = None
+        self._report_serialize: Callable[[ServerMetrics], bytes] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -124,7 +125,7 @@ class TelemetryEmitter:
             self.start()
 
     # -- request side -----------------------------------------------------
-    def emit(self, event: dict[str, Any] | Callable[[], dict[str, Any]]) -> bool:
+    def emit(self, event: InferenceTelemetry | Callable[[], InferenceTelemetry]) -> bool:
         """Hand one event (or its builder) over without waiting; False, and counted, when the buffer is full."""
         if len(self._buffer) >= self.capacity:
             with self._lock:
@@ -192,7 +193,7 @@ class TelemetryEmitter:
                     self.counts["sent"] -= 1
                 self.losses.add("dropped")
 
-    def _send(self, item: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
+    def _send(self, item: InferenceTelemetry | Callable[[], InferenceTelemetry]) -> None:
         assert self._producer is not None and self._serialize is not None and self._headers is not None, \
             "_ensure_producer runs before the first drain"
         try:

@@ -20,9 +20,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from typing import Any
 
 from schemas.events import new_header
+from schemas.types import MetricSample, ServerMetrics
 
 SERVER_PREFIX = "telemetry:"
 KINDS = ("dropped", "failed")
@@ -51,9 +51,10 @@ class LossLedger:
             self._counts.update(counts)
 
 
-def loss_report(process: str, counts: Counter, model_name: str = "") -> dict[str, Any]:
+def loss_report(process: str, counts: Counter, model_name: str = "") -> ServerMetrics:
     """A ServerMetrics value carrying ``counts`` ((minute, kind) → events) of one process (serving one model)."""
-    samples = [{"name": SAMPLE_PREFIX + kind,
-                "labels": {"process": process, "model": model_name, "minute": str(minute)}, "value": float(n)}
-               for (minute, kind), n in sorted(counts.items()) if n]
+    samples: list[MetricSample] = [
+        {"name": SAMPLE_PREFIX + kind, "labels": {"process": process, "model": model_name, "minute": str(minute)},
+         "value": float(n)}
+        for (minute, kind), n in sorted(counts.items()) if n]
     return {"header": new_header("serving.telemetry"), "server": SERVER_PREFIX + process, "samples": samples}

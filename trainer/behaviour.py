@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from schemas.types import BehaviourTestResult
 from trainer.errors import TrainingCheckError
 from trainer.evaluate import metric_value, normalize_proba
 
@@ -65,14 +66,14 @@ Predict = Any  # (columns: dict[str, list]) -> (scores [N, K] or [N], labels [N]
 
 def run_behaviour_tests(tests: Sequence[BehaviouralTest], predict: Predict, frame: pd.DataFrame,
                         inputs: Sequence[dict[str, Any]], *, task: str, labels: Sequence[str],
-                        y: np.ndarray) -> list[dict[str, Any]]:
-    """``BehaviourTestResult`` dicts; ``predict`` runs the exported model on raw input columns."""
+                        y: np.ndarray) -> list[BehaviourTestResult]:
+    """``BehaviourTestResult`` records; ``predict`` runs the exported model on raw input columns."""
     columns = {i["column"]: frame[i["column"]].tolist() for i in inputs}
     kinds = {i["column"]: i["kind"] for i in inputs}
     if not tests or not len(frame):
         return []
     base_scores, base_pred = predict(columns)
-    out = []
+    out: list[BehaviourTestResult] = []
     for t in tests:
         if t.column is not None and t.column not in columns:
             raise TrainingCheckError(f"behavioural test {t.name!r}: column {t.column!r} is not a model input")

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from schemas.types import BehaviourTestResult
 from trainer.auto import Candidate, first_deadline, search
 from trainer.baselines import run_baselines
 from trainer.behaviour import run_behaviour_tests
@@ -77,7 +78,7 @@ class TrainResult:
     resumed_from_epoch: int
     split_sizes: dict[str, int]
     warnings: tuple[str, ...]
-    behaviour_tests: tuple[dict[str, Any], ...] = ()
+    behaviour_tests: tuple[BehaviourTestResult, ...] = ()
 
     def final_metrics(self) -> dict[str, float]:
         """Flat map for TrainingRunUpdated: ``test_<metric>`` and ``baseline_<name>_<metric>``."""
@@ -221,7 +222,7 @@ def _raw_numeric(table: Table, prep: Preprocessing, rows: np.ndarray) -> np.ndar
 
 
 def _behaviour(spec: TrainingSpec, out: Path, test_frame: pd.DataFrame, task: str, labels: list[str],
-               y_test: np.ndarray) -> list[dict[str, Any]]:
+               y_test: np.ndarray) -> list[BehaviourTestResult]:
     """The spec's behavioural tests, run on the exported model (what will serve) over the test split."""
     if not spec.behaviour_tests:
         return []

@@ -38,6 +38,7 @@ from infra.kafka.producer import EventProducer
 from infra.settings import Settings
 from infra.storage import ArtifactStore
 from producers.errors import ProducerError
+from schemas.types import TrainingRequested, TrainingRunUpdated
 from trainer.errors import CheckpointError, TrainerError, TrainingStopped
 
 log = logging.getLogger("modelbus.consumers.training")
@@ -65,7 +66,7 @@ class TrainingHandler:
 
     # -- entry --------------------------------------------------------------
     def __call__(self, env: Envelope) -> None:
-        if env.event_type == "TrainingRequested" and int(env.value.get("n_trials") or 0) > 0:
+        if env.event_type == "TrainingRequested" and int(env.typed(TrainingRequested).get("n_trials") or 0) > 0:
             raise SkipEvent("hyperparameter search request: the search coordinator runs it")
         try:
             job = self.jobs.resolve(env)
@@ -220,7 +221,8 @@ class TrainingHandler:
             self._publish(E.answer(outcome["finished"], job))
 
     # -- failures -------------------------------------------------------------
-    def _failed(self, job: Job, attempt: int, reason: str, *, duration_s: float, final: bool = True) -> dict:
+    def _failed(self, job: Job, attempt: int, reason: str, *, duration_s: float,
+                final: bool = True) -> TrainingRunUpdated:
         return E.run_update(job, "failed", attempt=attempt, eid=E.event_id(job.run_id, attempt, "failed",
                                                                           job.trigger_id),
                             failure_reason=reason[:4000], duration_s=duration_s, final=final,
@@ -240,5 +242,5 @@ class TrainingHandler:
             log.error("could not report the failure of %s: %s", job.run_id, send_exc)
         self.ledger.release(claim)
 
-    def _publish(self, value: dict) -> None:
+    def _publish(self, value: TrainingRunUpdated) -> None:
         self.producer.publish(self.runs_topic, "TrainingRunUpdated", value, key=value["run_id"])

@@ -25,6 +25,7 @@ from producers.datasets.registry import ArtifactDatasetRegistry, DatasetVersion
 from producers.datasets.spec import DATASET_NAME_RE as MODEL_NAME_RE
 from producers.datasets.spec import check_dataset_name
 from producers.errors import IntegrityError, ProducerError
+from schemas.types import DatasetCreated, TrainingRequested
 from trainer.errors import TrainerError
 from trainer.spec import DatasetInfo, TrainingSpec, make_run_id
 
@@ -35,7 +36,7 @@ SPEC_TAG = "training_spec"
 class Job:
     """One training run to do, and the event that asked for it (``parent``, for lineage)."""
 
-    parent: dict[str, Any]
+    parent: DatasetCreated | TrainingRequested
     reason: str
     run_id: str
     dataset_name: str
@@ -100,12 +101,12 @@ class JobResolver:
 
     def resolve(self, env: Envelope) -> Job:
         if env.event_type == "DatasetCreated":
-            return self._from_dataset(env.value)
+            return self._from_dataset(env.typed(DatasetCreated))
         if env.event_type == "TrainingRequested":
-            return self._from_request(env.value)
+            return self._from_request(env.typed(TrainingRequested))
         raise TypeError(f"the training consumer does not handle {env.event_type}")
 
-    def _from_dataset(self, v: dict[str, Any]) -> Job:
+    def _from_dataset(self, v: DatasetCreated) -> Job:
         name, version = str(v.get("name", "")), str(v.get("version", ""))
         job = Job(parent=v, reason="dataset-created", run_id=fallback_run_id(name, version, v["header"]["event_id"]),
                   dataset_name=name, dataset_version=version, model_name=name, checksum=v.get("checksum"))
@@ -118,7 +119,7 @@ class JobResolver:
             raise JobError(str(exc), job) from exc
         return replace(job, spec=spec, info=info, model_name=model, run_id=make_run_id(info, spec))
 
-    def _from_request(self, v: dict[str, Any]) -> Job:
+    def _from_request(self, v: TrainingRequested) -> Job:
         name = str(v.get("dataset_name", ""))
         job = Job(parent=v, reason=str(v.get("reason") or "manual"),
                   run_id=fallback_run_id(name, v.get("dataset_version") or "", v["request_id"]),

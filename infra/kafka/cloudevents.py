@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
-from typing import Any
+from typing import Any, Mapping
 
 from schemas.catalog import NAMESPACE, EventSchema
 from schemas.codec import HEADER_LEN, SINGLE_OBJECT_MAGIC
@@ -59,7 +59,7 @@ def rfc3339(when: int | dt.datetime) -> str:
     return when.astimezone(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def event_headers(schema: EventSchema, value: dict[str, Any]) -> dict[str, bytes]:
+def event_headers(schema: EventSchema, value: Mapping[str, Any]) -> dict[str, bytes]:
     """The binary-mode headers of one event (``value`` already passed the codec's checks)."""
     constant = _CONSTANT.get(schema.fingerprint)
     if constant is None:

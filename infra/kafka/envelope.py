@@ -7,10 +7,12 @@ values and never a raw ``confluent_kafka.Message``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, TypeVar, cast
 
 if TYPE_CHECKING:
     from confluent_kafka import Message
+
+E = TypeVar("E")   # an event's TypedDict (schemas/types.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,14 @@ class Envelope:
     def last_attempt(self) -> bool:
         """No retry follows if this attempt fails with an error that is not transient."""
         return self.attempt >= self.max_attempts
+
+    def typed(self, kind: type[E]) -> E:
+        """The value as its event's TypedDict (``env.typed(ModelRegistered)``), so mypy checks the keys a handler
+        reads. The same dict, not a copy (the hot path pays one string compare); refused when the event is of
+        another type, which a cast alone would let through."""
+        if self.event_type != kind.__name__:
+            raise TypeError(f"{self.coordinates}: a {self.event_type} event, not {kind.__name__}")
+        return cast(E, self.value)
 
 
 # Kafka headers as the clients type them: (name, value) pairs or a mapping. Fetched messages carry (name, bytes)

@@ -28,7 +28,7 @@ import logging
 import socket
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
@@ -127,7 +127,7 @@ class EventProducer:
             ser = self._serializers[event_type] = self._codec.serializer(event_type)
         return ser
 
-    def send(self, topic: str, event_type: str, value: dict[str, Any], key: str | bytes | None = None,
+    def send(self, topic: str, event_type: str, value: Mapping[str, Any], key: str | bytes | None = None,
              headers: dict[str, bytes] | None = None, on_delivery: Callable | None = None) -> None:
         """Queue one event with its CloudEvents headers; delivery errors surface on the next ``flush``;
         EventTooLarge over the size limit."""
@@ -157,7 +157,7 @@ class EventProducer:
                 self._renew(f"fatal error: {exc.args[0].str()}")
         self.poll(0)
 
-    def publish(self, topic: str, event_type: str, value: dict[str, Any], key: str | bytes | None = None,
+    def publish(self, topic: str, event_type: str, value: Mapping[str, Any], key: str | bytes | None = None,
                 headers: dict[str, bytes] | None = None, timeout: float = 30.0) -> None:
         """Send one event and wait until the broker acknowledged it (raises DeliveryError otherwise)."""
         self.send(topic, event_type, value, key, headers)

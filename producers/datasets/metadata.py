@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from producers.datasets import canonical
 from producers.datasets.report import ValidationReport
 from producers.datasets.spec import DatasetSpec
 from producers.datasets.store import utc_now
+from schemas.types import ColumnStats, DatasetCreated, EventHeader
 
 METADATA_FORMAT = 1
 EVENT_TYPE = "DatasetCreated"
@@ -50,7 +51,7 @@ def build_metadata(*, spec: DatasetSpec, version: str, checksum: str, size_bytes
     }
 
 
-def dataset_created_event(meta: dict[str, Any], header: dict[str, Any]) -> dict[str, Any]:
+def dataset_created_event(meta: dict[str, Any], header: EventHeader) -> DatasetCreated:
     """The DatasetCreated record (every schema field filled) for a committed version's metadata."""
     return {
         "header": header,
@@ -77,9 +78,11 @@ def dataset_created_event(meta: dict[str, Any], header: dict[str, Any]) -> dict[
     }
 
 
-_STATS_FIELDS = ("name", "dtype", "kind", "count", "null_count", "mean", "std", "min", "max", "bin_edges",
-                 "bin_counts", "categories", "category_counts", "distinct_count")
-
-
-def _column_stats(s: dict[str, Any]) -> dict[str, Any]:
-    return {k: s.get(k) for k in _STATS_FIELDS}
+def _column_stats(s: Mapping[str, Any]) -> ColumnStats:
+    """Every ColumnStats field of a statistics entry of the metadata (``stats.ColumnAccumulator.result`` writes
+    them all). Only the nullable ones may be absent: a None in any other would not encode."""
+    return {"name": s["name"], "dtype": s["dtype"], "kind": s["kind"], "count": s["count"],
+            "null_count": s["null_count"], "mean": s.get("mean"), "std": s.get("std"), "min": s.get("min"),
+            "max": s.get("max"), "bin_edges": s["bin_edges"], "bin_counts": s["bin_counts"],
+            "categories": s["categories"], "category_counts": s["category_counts"],
+            "distinct_count": s.get("distinct_count")}

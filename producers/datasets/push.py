@@ -40,7 +40,8 @@ MAX_REREADS = 16
 class Publisher(Protocol):
     """What push needs from ``infra.kafka.EventProducer``."""
 
-    def publish(self, topic: str, event_type: str, value: dict[str, Any], key: str | bytes | None = None) -> None: ...
+    def publish(self, topic: str, event_type: str, value: Mapping[str, Any],
+                key: str | bytes | None = None) -> None: ...
 
 
 @dataclass(frozen=True)

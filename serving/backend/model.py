@@ -29,6 +29,7 @@ import triton_python_backend_utils as pb_utils
 
 from infra.logs import configure_logging
 from infra.settings import load_settings
+from schemas.types import InferenceTelemetry
 from serving.artifact import verify_checksum
 from serving.signature import Signature
 from serving.telemetry import STAGE_DECODE, STAGE_ENCODE, STAGE_MODEL, TelemetryEmitter, is_smoke, telemetry_event
@@ -249,7 +250,8 @@ class TritonPythonModel:
                 self._event, request.request_id(), is_smoke(request.parameters()), received, completed, stages, n,
                 numeric, categorical, results.get(i), errors[i][0] if i in errors else None))
 
-    def _event(self, request_id, smoke, received, completed, stages, n, numeric, categorical, outs, error) -> dict:
+    def _event(self, request_id, smoke, received, completed, stages, n, numeric, categorical, outs,
+               error) -> InferenceTelemetry:
         pred, value, conf = self._first_prediction(outs) if outs is not None else ("", 0.0, 0.0)
         return telemetry_event(
             request_id=request_id, model_name=self.model_name, model_version=self.model_version,
