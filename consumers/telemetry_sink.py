@@ -54,6 +54,7 @@ from infra.kafka.config import admin_config, consumer_config
 from infra.kafka.dlq import send_to_dlq
 from infra.kafka.edge import Edge, refusal_reason
 from infra.kafka.envelope import headers_dict
+from infra.kafka.outcome import RETRY, RetryPolicy
 from infra.kafka.producer import EventProducer, make_codec
 from infra.kafka.topics import INFERENCE_TELEMETRY
 from infra.logs import configure_logging
@@ -62,6 +63,9 @@ from schemas.catalog import EventSchema
 from schemas.codec import HEADER_LEN, SINGLE_OBJECT_MAGIC, SerializationError
 
 log = logging.getLogger("modelbus.consumers.telemetry_sink")
+# A block ClickHouse refuses is never retried as is (max_attempts=1: the fallback isolates its bad rows); a
+# ClickHouse that is down or busy is retried with this backoff until the sink's retry budget is spent.
+SINK_POLICY = RetryPolicy(max_attempts=1, backoff_s=0.2, max_backoff_s=5.0)
 
 EVENT = "InferenceTelemetry"
 GROUP = "telemetry-sink"   # consumer group name below kafka.topic_prefix (settings.group)
@@ -337,18 +341,20 @@ class TelemetrySink:
         return self._retrying(lambda: self._insert(schema, hlen, msgs))
 
     def _retrying(self, call):
-        """Run ``call``, retrying transient ClickHouse failures with backoff within ``retry_budget_s``."""
+        """Run ``call`` under the shared outcome policy (``infra/kafka/outcome.py``): a transient ClickHouse failure
+        is retried with its backoff, anything else is raised at once (the fallback finds the bad rows). The sink's
+        own rule on top: the retries end with ``retry_budget_s`` (below max.poll.interval.ms), then it stops
+        without committing and resumes from ClickHouse."""
         deadline = time.monotonic() + self.retry_budget_s
-        delay = 0.2
-        while True:
+        for attempt in itertools.count(1):
             try:
                 return call()
             except ClickHouseError as exc:
-                if not is_transient(exc) or time.monotonic() + delay > deadline:
+                outcome = SINK_POLICY.decide(exc, attempt)
+                if outcome.action != RETRY or time.monotonic() + outcome.delay_s > deadline:
                     raise
-                log.warning("telemetry sink: ClickHouse not ready (%s); retrying in %.1fs", exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                log.warning("telemetry sink: ClickHouse not ready (%s); retrying in %.1fs", exc, outcome.delay_s)
+                time.sleep(outcome.delay_s)
 
     def _fallback(self, schema: EventSchema, hlen: int, msgs: list, error: ClickHouseError) -> None:
         """ClickHouse refused a block: find the bad messages, dead-letter them, store the rest."""
