@@ -7,7 +7,9 @@ ports, so suites never clash with a developer's running `modelbus up`.
 
 from __future__ import annotations
 
+import itertools
 import os
+import socket
 import threading
 import time
 import uuid
@@ -20,8 +22,39 @@ import pytest
 # not per run); `HYPOTHESIS_PROFILE=explore pytest ...` searches with fresh randomness to find new bugs.
 from hypothesis import settings as _hypothesis_settings
 
-from infra.app.stack.process import free_port
+import infra.app.stack.process as _process
 from infra.settings import Settings, load_settings
+
+
+def _worker_ports(worker: str) -> itertools.cycle:
+    """This xdist worker's own block of ports, below the kernel's ephemeral range (32768 and up).
+
+    Asking the kernel for a free port (bind to 0) races under xdist: another worker's server, or any client
+    socket's ephemeral port, can take the number between its choice and its use. Disjoint blocks cannot.
+    """
+    n = int(worker.removeprefix("gw") or 0) if worker.startswith("gw") else 0
+    base = 20000 + (n % 6) * 2000
+    return itertools.cycle(range(base, base + 2000))
+
+
+_PORTS = _worker_ports(os.environ.get("PYTEST_XDIST_WORKER", "gw0"))
+_kernel_free_port = _process.free_port
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    for _ in range(2000):
+        port = next(_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    return _kernel_free_port(host)
+
+
+# Test modules import ``free_port`` from the stack package; they run after this conftest, so they get this one.
+_process.free_port = free_port
 
 _hypothesis_settings.register_profile("repeatable", derandomize=True)
 _hypothesis_settings.register_profile("explore", derandomize=False)
