@@ -42,10 +42,24 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def onecycle_warmup(total_steps: int) -> float | None:
+    """OneCycleLR's ``pct_start`` for a run of ``total_steps``, or None where the run is too short for one.
+
+    OneCycleLR divides by ``pct_start * total_steps - 1`` and by the decay's
+    length, so a warmup of one step (10 steps at 10 %) raised ZeroDivisionError
+    and a tiny run was dead-lettered. The warmup is at least two steps and
+    leaves at least one for the decay; under four steps the rate stays constant.
+    """
+    if total_steps < 4:
+        return None
+    warm = max(2, round(WARMUP_FRACTION * total_steps))
+    return min(warm, total_steps - 2) / total_steps
+
+
 def _scheduler(opt: torch.optim.Optimizer, spec: TrainingSpec, total_steps: int):
-    if spec.lr_schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.resolved_lr, total_steps=max(1, total_steps),
-                                                   pct_start=WARMUP_FRACTION)
+    if spec.lr_schedule == "onecycle" and (pct := onecycle_warmup(total_steps)) is not None:
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.resolved_lr, total_steps=total_steps,
+                                                   pct_start=pct)
     if spec.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps))
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)

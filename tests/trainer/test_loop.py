@@ -91,3 +91,21 @@ def test_early_stopping_keeps_the_best_weights(fast):
     assert loss == pytest.approx(result.history[0]["val_loss"], rel=1e-5)
     assert math.isfinite(result.history[-1]["val_loss"])
     assert result.history[-1]["val_loss"] > result.history[0]["val_loss"]
+
+
+@pytest.mark.parametrize("n_rows", [32, 64, 96, 160, 320])
+def test_onecycle_runs_of_a_few_steps_train(fast, n_rows):
+    # 160 rows at batch 32 for 2 epochs is 10 steps: a 10 % warmup of one step made OneCycleLR divide by zero.
+    spec = fast(epochs=2, batch_size=32, lr_schedule="onecycle", early_stopping_patience=None)
+    result = fit(_mlp(), _toy(n_rows), _toy(32), spec, task="binary", device=CPU)
+    assert result.epochs_run == 2 and all(math.isfinite(h["val_loss"]) for h in result.history)
+
+
+def test_onecycle_warmup_leaves_steps_for_both_phases():
+    from trainer.loop_state import onecycle_warmup
+
+    assert [onecycle_warmup(n) for n in (1, 2, 3)] == [None, None, None]
+    for n in range(4, 200):
+        warm = onecycle_warmup(n) * n
+        assert warm >= 2 and n - warm >= 2, n
+    assert onecycle_warmup(1000) == pytest.approx(0.1)
