@@ -321,6 +321,38 @@ def check_grafana_files(compose: Model, k8s: Model, script: str, root: Path) -> 
     return problems
 
 
+def _grafana_password_source(model: Model, g: Workload) -> str | None:
+    """Where Grafana's CLICKHOUSE_PASSWORD comes from: the compose secret file it reads, or the k8s Secret key."""
+    if model.kind == "k8s":
+        for e in g.raw["container"].get("env", []):
+            if e["name"] == "CLICKHOUSE_PASSWORD":
+                return e.get("valueFrom", {}).get("secretKeyRef", {}).get("key")
+        return None
+    m = re.search(r'export CLICKHOUSE_PASSWORD="\$+\(cat /run/secrets/(\w+)\)"', g.text)
+    return m.group(1) if m else None
+
+
+def check_grafana_reader(model: Model) -> list[str]:
+    """Grafana connects as the read-only user the migration job creates, with that user's password."""
+    g, job = model.workloads.get("grafana"), model.workloads.get("clickhouse-migrate")
+    if g is None or job is None:
+        return [f"{model.kind}: no grafana or clickhouse-migrate workload"]
+    ch = settings_of(job.env).clickhouse
+    problems = []
+    if not ch.read_user or ch.read_user == ch.user:
+        problems.append(f"{model.kind}: MODELBUS_CLICKHOUSE__READ_USER is not a user of its own")
+    if g.env.get("CLICKHOUSE_USER") != ch.read_user:
+        problems.append(f"{model.kind}/grafana: connects as {g.env.get('CLICKHOUSE_USER')!r}, "
+                        f"not the read-only user {ch.read_user!r}")
+    source = _grafana_password_source(model, g)
+    want = {"k8s": "MODELBUS_CLICKHOUSE__READ_PASSWORD"}.get(model.kind, "clickhouse_read_password")
+    if source != want:
+        problems.append(f"{model.kind}/grafana: its password comes from {source!r}, not {want!r}")
+    if "ensure_reader(" not in job.text:
+        problems.append(f"{model.kind}/clickhouse-migrate: does not create the read-only user (ensure_reader)")
+    return problems
+
+
 def check_dockerfile(text: str, compose_doc: dict, kustomization: dict | None = None) -> list[str]:
     problems = [m for m, ok in (
         ("base image must be python:3.11-slim", re.search(r"^FROM python:3\.11-slim\b", text, re.M)),

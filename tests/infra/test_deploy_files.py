@@ -297,7 +297,7 @@ def test_inline_and_unmounted_secrets_are_caught():
     assert any("metadata-sink: MODELBUS_CLICKHOUSE__PASSWORD is inline" in p for p in problems), problems
     assert any("clickhouse: /run/secrets/clickhouse_password is used but not mounted" in p for p in problems)
     assert any("grafana_admin_password: only `environment`" in p for p in problems)
-    assert any("grafana: secret clickhouse_password is unreadable" in p for p in problems)
+    assert any("grafana: secret clickhouse_read_password is unreadable" in p for p in problems)
 
     docs, keys = dm.k8s_docs(), dm.k8s_secret_keys()
     _set_env(_container(docs, "StatefulSet", "clickhouse"), "CLICKHOUSE_PASSWORD", "hunter2")
@@ -357,3 +357,26 @@ def test_grafana_checks_catch_inconsistent_provisioning(tmp_path):
     assert "ch.yaml: $CH_HOST is not set in k8s/grafana" in problems
     assert "p.yaml: provider path /dashboards != mount /var/lib/grafana/dashboards" in problems
     assert not any("CLICKHOUSE_PORT" in p for p in problems)
+
+
+@pytest.mark.parametrize("which", ["compose", "k8s"])
+def test_grafana_reads_as_the_read_only_user(which):
+    assert dc.check_grafana_reader(dm.models()[which]) == []
+
+
+def test_grafana_reader_check_catches_the_writer():
+    compose, docs = dm.load_compose("compose.yaml"), dm.k8s_docs()
+    g = _svc(compose, "grafana")
+    g["environment"]["CLICKHOUSE_USER"] = "modelbus"
+    g["entrypoint"][-1] = g["entrypoint"][-1].replace("clickhouse_read_password", "clickhouse_password")
+    _svc(compose, "clickhouse-migrate")["command"][-1] = "print('migrations only')"
+    assert dc.check_grafana_reader(dm.compose_model(compose)) == [
+        "compose/grafana: connects as 'modelbus', not the read-only user 'modelbus_reader'",
+        "compose/grafana: its password comes from 'clickhouse_password', not 'clickhouse_read_password'",
+        "compose/clickhouse-migrate: does not create the read-only user (ensure_reader)"]
+    env = _container(docs, "Deployment", "grafana")["env"]
+    next(e for e in env if e["name"] == "CLICKHOUSE_PASSWORD")["valueFrom"]["secretKeyRef"]["key"] = \
+        "MODELBUS_CLICKHOUSE__PASSWORD"
+    assert dc.check_grafana_reader(dm.k8s_model(docs, dm.k8s_secret_keys())) == [
+        "k8s/grafana: its password comes from 'MODELBUS_CLICKHOUSE__PASSWORD', "
+        "not 'MODELBUS_CLICKHOUSE__READ_PASSWORD'"]
