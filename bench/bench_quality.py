@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -117,12 +118,41 @@ def summarise(ds: QualityDataset, reg: dict, kind: str, decision: dict, finished
         "difference": diff, "ci_low": ci[0], "ci_high": ci[1], "ci_confidence": (check or {}).get("confidence"),
         "margin": margin, "test_rows": (check or {}).get("n"),
         "non_inferior": None if ci[0] is None else bool(ci[0] > -margin),
+        "verdict": verdict(ci[0], ci[1], margin),
+        "test_rows_needed": rows_needed((check or {}).get("n"), diff, ci[0], ci[1], margin),
         "beats_linear": None if "linear" not in base else bool(sign * (model - base["linear"]) > 0),
         "boosting_beats_linear": boost_beats_linear if boosting else None,
         "deployed": kind == "ModelDeployed", "decision_reason": decision.get("reason", ""),
         "train_s": (finished.get("metrics") or {}).get("train_evaluate_s"), "loop_s": round(loop_s, 1),
         "null_warnings": [w for w in push_warnings if "missing" in w],
     }
+
+
+def verdict(ci_low: float | None, ci_high: float | None, margin: float) -> str:
+    """How a non-inferiority trial reads the interval: shown, credibly inferior, or not decidable on these rows."""
+    if ci_low is None or ci_high is None:
+        return "n/a"
+    if ci_low > -margin:
+        return "non-inferior"
+    return "inferior" if ci_high < -margin else "inconclusive"
+
+
+def rows_needed(n: int | None, diff: float | None, ci_low: float | None, ci_high: float | None,
+                margin: float) -> int | None:
+    """Test rows at which this gain's interval would clear ``-margin``: a planning figure, not a result.
+
+    With the interval shrinking as 1/sqrt(n) around the observed gain ``d``, its
+    lower end clears ``-margin`` once its half-width is below ``d + margin``:
+    ``n * (half-width / (d + margin))**2``. None where the interval already
+    clears it (or is degenerate), or where the observed gain is itself below
+    ``-margin``: no number of rows shows that gain non-inferior.
+    """
+    if n is None or diff is None or ci_low is None or ci_high is None or ci_low > -margin:
+        return None
+    half = (ci_high - ci_low) / 2
+    if diff + margin <= 0 or half <= 0:
+        return None
+    return int(math.ceil(n * (half / (diff + margin)) ** 2))
 
 
 def _best_baseline_check(checks: list[dict], higher: bool) -> dict | None:
@@ -135,6 +165,7 @@ def _best_baseline_check(checks: list[dict], higher: bool) -> dict | None:
 
 def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
     known = [r for r in rows if r["non_inferior"] is not None]
+    verdicts = {v: sum(r["verdict"] == v for r in rows) for v in ("non-inferior", "inconclusive", "inferior")}
     share = sum(r["non_inferior"] for r in known) / len(known) if known else None
     where_boost = [r for r in rows if r["boosting_beats_linear"]]
     times = [r["train_s"] for r in rows if r["train_s"] is not None]
@@ -143,7 +174,7 @@ def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "beats_linear_where_boosting_does": all(r["beats_linear"] for r in where_boost) if where_boost else None,
             "max_train_s": max(times) if times else None, "train_budget_s": TRAIN_BUDGET_S,
             "train_budget_met": bool(times) and max(times) <= TRAIN_BUDGET_S,
-            "deployed": sum(r["deployed"] for r in rows), "datasets": len(rows)}
+            "deployed": sum(r["deployed"] for r in rows), "datasets": len(rows), "verdicts": verdicts}
 
 
 def write_results(rows: list[dict[str, Any]], out_dir: Path) -> Path:
@@ -166,19 +197,25 @@ def _f(v: Any, digits: int = 4) -> str:
 
 def table(rows: list[dict[str, Any]], tg: dict[str, Any]) -> str:
     lines = ["| dataset | task | metric | model | best baseline | baseline value | difference | 95% CI | "
-             "test rows | margin | non-inferior | beats linear | deployed | train s |", "|" + "---|" * 14]
+             "test rows | margin | verdict | test rows needed | beats linear | deployed | train s |",
+             "|" + "---|" * 15]
     for r in rows:
         ci = "n/a" if r["ci_low"] is None else f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]"
         lines.append(f"| {r['dataset']} | {r['task']} | {r['primary_metric']} | {_f(r['model'])} | "
                      f"{_f(r['best_baseline'])} | {_f(r['best_baseline_value'])} | {_f(r['difference'])} | {ci} | "
-                     f"{_f(r.get('test_rows'))} | {_f(r.get('margin'), 3)} | {_f(r['non_inferior'])} | "
+                     f"{_f(r.get('test_rows'))} | {_f(r.get('margin'), 3)} | {r['verdict']} | "
+                     f"{_f(r.get('test_rows_needed'))} | "
                      f"{_f(r['beats_linear'])} | {_f(r['deployed'])} | "
                      f"{_f(r['train_s'], 3)} |")
     lines += ["", f"non-inferior (margin {MARGIN}, for rmse {MARGIN:.0%} of the baseline): "
               f"{_f(tg['non_inferior_share'], 3)} of the suite "
               f"(target {NON_INFERIOR_SHARE}); beats linear wherever boosting does: "
               f"{_f(tg['beats_linear_where_boosting_does'])}; slowest training {_f(tg['max_train_s'], 3)} s "
-              f"(budget {TRAIN_BUDGET_S:.0f} s); deployed {tg['deployed']} of {tg['datasets']}"]
+              f"(budget {TRAIN_BUDGET_S:.0f} s); deployed {tg['deployed']} of {tg['datasets']}",
+              "", "verdicts: " + ", ".join(f"{k} {v}" for k, v in tg["verdicts"].items())
+              + ". Inconclusive: the interval straddles -margin, so these test rows can show neither "
+              "non-inferiority nor inferiority; 'test rows needed' is where this gain's interval would clear "
+              "-margin (interval shrinking as 1/sqrt(n); a planning figure)."]
     return "\n".join(lines) + "\n"
 
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from trainer import defaults as D
 from trainer.loop import FitResult, TensorSet, fit
-from trainer.models import ModelConfig, build_model
+from trainer.models import ModelConfig, SeedEnsemble, build_model
 from trainer.spec import TrainingSpec
 
 log = logging.getLogger(__name__)
@@ -132,3 +132,30 @@ def _train_trial(first: Candidate, params: dict[str, Any], *, train: TensorSet, 
         net = build_model(cfg)
         fitted = fit(net, train, val, spec, task=task, device=device, deadline=deadline)
     return Candidate(net, fitted, spec, cfg, score(net))
+
+
+def ensemble(best: Candidate, *, train: TensorSet, val: TensorSet, task: str, device: torch.device,
+             deadline: float | None) -> tuple[nn.Module, int]:
+    """``best`` plus members of its configuration from the next seeds (``spec.ensemble`` in all), averaged.
+
+    Returns the network to export and how many members it holds. One member (or
+    an image CNN) returns ``best.net`` itself. Members stop at the deadline like
+    any fit, and none starts after it (``trainer.defaults``, Ensemble).
+    """
+    size = best.spec.ensemble if isinstance(best.spec.ensemble, int) else 1
+    if size <= 1 or best.cfg.kind != "mlp":
+        return best.net, 1
+    members = [best.net]
+    for k in range(1, size):
+        if deadline is not None and time.monotonic() >= deadline:
+            log.info("ensemble: the time budget allowed %d of %d members", len(members), size)
+            break
+        spec = best.spec.model_copy(update={"seed": best.spec.seed + k})
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(spec.seed)
+            net = build_model(best.cfg)
+            fit(net, train, val, spec, task=task, device=device, deadline=deadline)
+        members.append(net)
+    if len(members) == 1:
+        return best.net, 1
+    return SeedEnsemble(members, classify=task != "regression").to(device), len(members)

@@ -119,3 +119,31 @@ def resolve_kind(requested: str, is_image: bool) -> str:
 
 def param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+class SeedEnsemble(nn.Module):
+    """Tabular networks of one architecture trained from different seeds, answering as one model.
+
+    Why: on a few hundred rows the seed alone moves a network's test metric by
+    several points (penguins_sex ROC AUC 0.935-0.960 over five seeds), so a
+    single network makes the deployed model's quality a draw. Averaging the
+    members (a deep ensemble, Lakshminarayanan et al. 2017) removes most of that
+    variance. Classification averages *probabilities* and returns their log, so
+    the export's softmax gives the mean probability back; regression averages
+    the (standardised) predictions.
+    """
+
+    def __init__(self, members: Sequence[nn.Module], classify: bool):
+        super().__init__()
+        if not members:
+            raise TrainerError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+        self.classify = classify
+
+    def forward(self, x_num: Tensor, x_cat: Tensor) -> Tensor:
+        outs: list[Tensor] = []
+        for m in self.members:
+            out = m(x_num, x_cat).to(torch.float32)
+            outs.append(torch.softmax(out, dim=1) if self.classify else out)
+        mean = torch.stack(outs, dim=0).mean(dim=0)
+        return torch.log(mean.clamp_min(1e-12)) if self.classify else mean

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from schemas.types import BehaviourTestResult
-from trainer.auto import Candidate, first_deadline, search
+from trainer.auto import Candidate, ensemble, first_deadline, search
 from trainer.baselines import run_baselines
 from trainer.behaviour import run_behaviour_tests
 from trainer.checks import run_checks
@@ -128,7 +128,7 @@ def train_and_evaluate(data: Any, info: DatasetInfo, spec: TrainingSpec, out_dir
     ckpt = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
     step("prepare", 1, 1)
 
-    searched = None
+    searched, members = None, 1
     if spec.world_size > 1:
         from trainer.ddp import train_distributed  # launches subprocesses; imported only when used
 
@@ -148,6 +148,10 @@ def train_and_evaluate(data: Any, info: DatasetInfo, spec: TrainingSpec, out_dir
         if spec.search_trials:
             net, fitted, spec, cfg, searched = _choose(Candidate(net, fitted, spec, cfg, math.nan), sets, y, split,
                                                        prep, info, len(labels), device, fit_started)
+        budget = spec.time_budget_s
+        net, members = ensemble(Candidate(net, fitted, spec, cfg, math.nan), train=sets["train"], val=sets["val"],
+                                task=info.task, device=device,
+                                deadline=None if budget is None else fit_started + budget)
     step("evaluate", 0, 3)
     test_out = _outputs(net, sets["test"].inputs, prep, regression, device)
     y_test = y[split.test]
@@ -190,6 +194,7 @@ def train_and_evaluate(data: Any, info: DatasetInfo, spec: TrainingSpec, out_dir
 
     params = {**spec.model_dump(mode="json"), "resolved_model": cfg.kind, "resolved_device": str(device),
               "features": list(checked.features), "n_parameters": param_count(net), "spec_hash": requested_hash,
+              "ensemble_members": members,
               **({"auto_search": searched.as_dict()} if searched else {})}
     env = environment(device, spec.world_size)
     _dump(out / METRICS_FILE, {

@@ -55,6 +55,9 @@ class TrainingSpec(BaseModel):
         D.AUTO, description="Trials of the automatic search run when the first candidate does not "
         "beat the baselines on validation; auto: trainer.defaults.SEARCH_TRIALS when epochs, batch_size and lr "
         "are all auto, else 0 (and 0 in a search's trials, which do not register a model).")
+    ensemble: Annotated[int, Field(ge=1, le=20)] | Literal["auto"] = Field(
+        D.AUTO, description="Networks trained from consecutive seeds and averaged into the served model; auto: "
+        "trainer.defaults.ENSEMBLE_SIZE when epochs, batch_size and lr are all auto (tabular, one process), else 1.")
     seed: int = Field(0, ge=0, lt=2**31)
     val_fraction: float = Field(0.15, gt=0.0, lt=1.0)
     test_fraction: float = Field(0.15, gt=0.0, lt=1.0)
@@ -109,6 +112,8 @@ class TrainingSpec(BaseModel):
                                   "lr": D.LR if self.lr == D.AUTO else self.lr}
         if self.early_stopping_patience == D.AUTO:
             update["early_stopping_patience"] = b["early_stopping_patience"]
+        if self.ensemble == D.AUTO:
+            update["ensemble"] = D.ENSEMBLE_SIZE if untouched and self.register_model and self.world_size == 1 else 1
         if self.search_trials == D.AUTO:
             update["search_trials"] = D.SEARCH_TRIALS if untouched and self.register_model else 0  # not in trials
         return self.model_copy(update=update)

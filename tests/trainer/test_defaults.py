@@ -115,3 +115,30 @@ def test_the_weighted_loss_counts_a_rare_class_more_than_plain_cross_entropy():
     per_row = torch.nn.functional.cross_entropy(logits, target, reduction="none")
     assert weighted == pytest.approx((w * per_row).sum().item() / w.sum().item())
     assert weighted > plain and per_row[rare].mean() > per_row[~rare].mean()
+
+
+def test_the_default_run_trains_an_ensemble_and_a_hand_set_budget_one_network():
+    from trainer.defaults import ENSEMBLE_SIZE
+
+    assert TrainingSpec().resolved(500).ensemble == ENSEMBLE_SIZE
+    assert TrainingSpec(epochs=5).resolved(500).ensemble == 1
+    assert TrainingSpec(register_model=False).resolved(500).ensemble == 1      # a search's trial
+    assert TrainingSpec(world_size=2).resolved(500).ensemble == 1
+    assert TrainingSpec(epochs=5, ensemble=3).resolved(500).ensemble == 3
+
+
+def test_ensemble_members_after_the_deadline_are_not_trained():
+    from trainer.auto import Candidate, ensemble
+    from trainer.models import SeedEnsemble
+
+    spec = TrainingSpec(epochs=2, batch_size=64, ensemble=3, lr=0.01, device="cpu").resolved(256)
+    cfg = ModelConfig(kind="mlp", n_outputs=2, hidden_sizes=(8,), dropout=0.0, n_numeric=3)
+    first = Candidate(_mlp(), None, spec, cfg, 0.0)
+    net, n = ensemble(first, train=_toy(), val=_toy(seed=1), task="binary", device=torch.device("cpu"),
+                      deadline=time.monotonic() - 1)
+    assert n == 1 and net is first.net
+    net, n = ensemble(first, train=_toy(), val=_toy(seed=1), task="binary", device=torch.device("cpu"),
+                      deadline=None)
+    assert n == 3 and isinstance(net, SeedEnsemble) and net.members[0] is first.net
+    seeds_differ = [torch.equal(net.members[0].body[0].weight, m.body[0].weight) for m in net.members[1:]]
+    assert seeds_differ == [False, False]

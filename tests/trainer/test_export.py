@@ -149,3 +149,36 @@ def test_hostile_column_names_become_valid_distinct_arguments(tmp_path):
     assert [a.name for a in model.forward.schema.arguments[1:]] == names
     out = predict_columns(model, sig, {c: frame[c].head(3).tolist() for c in cols})
     assert out["scores__0"].shape == (3, 2)
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_an_ensemble_exports_as_one_model_that_reproduces_the_reported_metrics(tabular, make_info, fast, tmp_path,
+                                                                                task):
+    df, info = tabular(task=task), make_info(task)
+    result = train_and_evaluate(df, info, fast(ensemble=3), tmp_path)
+    assert result.params["ensemble_members"] == 3
+    model, sig = load_exported(tmp_path, checksum=result.checksum)
+    table = as_table(df, info)
+    y, _ = encode_labels(table.frame["label"], task)
+    split = split_indices(table, info, y, val_fraction=0.15, test_fraction=0.15)
+    test = df.iloc[split.test]
+    out = predict_columns(model, sig, {c: test[c].tolist() for c in info.feature_columns})
+    assert compute_metrics(task, y[split.test], out["scores__0"]) == pytest.approx(result.metrics, rel=1e-5)
+    if task != "regression":
+        assert np.allclose(out["scores__0"].sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_an_ensemble_answers_the_mean_of_its_members():
+    from trainer.models import SeedEnsemble
+
+    torch.manual_seed(0)
+    nets = [build_model(ModelConfig(kind="mlp", n_outputs=3, hidden_sizes=(4,), n_numeric=2)).eval()
+            for _ in range(3)]
+    x_num, x_cat = torch.randn(6, 2), torch.zeros((6, 0), dtype=torch.long)
+    with torch.no_grad():
+        mean_p = torch.stack([torch.softmax(n(x_num, x_cat), dim=1) for n in nets]).mean(0)
+        assert torch.allclose(torch.softmax(SeedEnsemble(nets, classify=True)(x_num, x_cat), dim=1), mean_p)
+        mean_y = torch.stack([n(x_num, x_cat) for n in nets]).mean(0)
+        assert torch.allclose(SeedEnsemble(nets, classify=False)(x_num, x_cat), mean_y)
+    with pytest.raises(Exception, match="at least one member"):
+        SeedEnsemble([], classify=True)
