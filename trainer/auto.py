@@ -62,6 +62,21 @@ def first_deadline(spec: TrainingSpec, started: float) -> float | None:
     return started + share * spec.time_budget_s
 
 
+def run_deadline(spec: TrainingSpec, started: float) -> float | None:
+    """When all training of the run must end (first candidate, search and ensemble): ``time_budget_s`` after start."""
+    return None if spec.time_budget_s is None else started + spec.time_budget_s
+
+
+def seeded_fit(cfg: ModelConfig, spec: TrainingSpec, train: TensorSet, val: TensorSet, *, task: str,
+               device: torch.device, **fit_kwargs: Any) -> tuple[nn.Module, FitResult]:
+    """A fresh network of ``cfg`` initialised from ``spec.seed`` and fitted, leaving the caller's RNG untouched."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(spec.seed)
+        net = build_model(cfg)
+        fitted = fit(net, train, val, spec, task=task, device=device, **fit_kwargs)
+    return net, fitted
+
+
 def search(first: Candidate, *, train: TensorSet, val: TensorSet, task: str, device: torch.device,
            score: Score, baselines: dict[str, float], higher: bool, deadline: float | None) -> tuple[Candidate,
                                                                                                   SearchReport]:
@@ -127,10 +142,7 @@ def _train_trial(first: Candidate, params: dict[str, Any], *, train: TensorSet, 
     budget = D.budget(len(train), batch=params["batch_size"])
     spec = first.spec.model_copy(update={**params, **budget, "search_trials": 0})
     cfg = replace(first.cfg, hidden_sizes=tuple(params["hidden_sizes"]), dropout=float(params["dropout"]))
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(spec.seed)
-        net = build_model(cfg)
-        fitted = fit(net, train, val, spec, task=task, device=device, deadline=deadline)
+    net, fitted = seeded_fit(cfg, spec, train, val, task=task, device=device, deadline=deadline)
     return Candidate(net, fitted, spec, cfg, score(net))
 
 
@@ -142,7 +154,7 @@ def ensemble(best: Candidate, *, train: TensorSet, val: TensorSet, task: str, de
     an image CNN) returns ``best.net`` itself. Members stop at the deadline like
     any fit, and none starts after it (``trainer.defaults``, Ensemble).
     """
-    size = best.spec.ensemble if isinstance(best.spec.ensemble, int) else 1
+    size = best.spec.resolved_ensemble
     if size <= 1 or best.cfg.kind != "mlp":
         return best.net, 1
     members = [best.net]
@@ -151,11 +163,7 @@ def ensemble(best: Candidate, *, train: TensorSet, val: TensorSet, task: str, de
             log.info("ensemble: the time budget allowed %d of %d members", len(members), size)
             break
         spec = best.spec.model_copy(update={"seed": best.spec.seed + k})
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(spec.seed)
-            net = build_model(best.cfg)
-            fit(net, train, val, spec, task=task, device=device, deadline=deadline)
-        members.append(net)
+        members.append(seeded_fit(best.cfg, spec, train, val, task=task, device=device, deadline=deadline)[0])
     if len(members) == 1:
         return best.net, 1
     return SeedEnsemble(members, classify=task != "regression").to(device), len(members)

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from schemas.types import BehaviourTestResult
-from trainer.auto import Candidate, ensemble, first_deadline, search
+from trainer.auto import Candidate, ensemble, first_deadline, run_deadline, search, seeded_fit
 from trainer.baselines import run_baselines
 from trainer.behaviour import run_behaviour_tests
 from trainer.checks import run_checks
@@ -34,11 +34,10 @@ from trainer.loop import (
     EpochCallback,
     ProgressCallback,
     TensorSet,
-    fit,
     predict,
     resolve_device,
 )
-from trainer.models import ModelConfig, build_model, param_count, resolve_kind
+from trainer.models import ModelConfig, param_count, resolve_kind
 from trainer.predictions import PREDICTIONS_FILE, write_test_predictions
 from trainer.preprocess import Preprocessing, fit_preprocessing, numeric_values
 from trainer.provenance import code_version, environment
@@ -138,20 +137,15 @@ def train_and_evaluate(data: Any, info: DatasetInfo, spec: TrainingSpec, out_dir
                                         on_checkpoint_error=on_checkpoint_error)
     else:
         fit_started = time.monotonic()
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(spec.seed)
-            net = build_model(cfg)
-            fitted = fit(net, sets["train"], sets["val"], spec, task=info.task, device=device,
-                         fingerprint=fingerprint, checkpoint_path=ckpt, on_epoch=on_epoch, should_stop=should_stop,
-                         progress=progress, on_checkpoint_error=on_checkpoint_error,
-                         deadline=first_deadline(spec, fit_started))
+        net, fitted = seeded_fit(cfg, spec, sets["train"], sets["val"], task=info.task, device=device,
+                                 fingerprint=fingerprint, checkpoint_path=ckpt, on_epoch=on_epoch,
+                                 should_stop=should_stop, progress=progress,
+                                 on_checkpoint_error=on_checkpoint_error, deadline=first_deadline(spec, fit_started))
         if spec.search_trials:
             net, fitted, spec, cfg, searched = _choose(Candidate(net, fitted, spec, cfg, math.nan), sets, y, split,
                                                        prep, info, len(labels), device, fit_started)
-        budget = spec.time_budget_s
         net, members = ensemble(Candidate(net, fitted, spec, cfg, math.nan), train=sets["train"], val=sets["val"],
-                                task=info.task, device=device,
-                                deadline=None if budget is None else fit_started + budget)
+                                task=info.task, device=device, deadline=run_deadline(spec, fit_started))
     step("evaluate", 0, 3)
     test_out = _outputs(net, sets["test"].inputs, prep, regression, device)
     y_test = y[split.test]
@@ -255,10 +249,9 @@ def _choose(first: Candidate, sets: dict[str, TensorSet], y: np.ndarray, split: 
     base_out = run_baselines(info.task, sets["train"].inputs, y[split.train], sets["val"].inputs,
                              cardinalities=prep.cardinalities, n_classes=n_classes, seed=first.spec.seed)
     base = {name: compute_metrics(info.task, y_val, o) for name, o in base_out.items()}
-    budget = first.spec.time_budget_s
     best, report = search(first, train=sets["train"], val=sets["val"], task=info.task, device=device, score=score,
                           baselines={k: v[primary] for k, v in base.items() if primary in v}, higher=higher,
-                          deadline=None if budget is None else started + budget)
+                          deadline=run_deadline(first.spec, started))
     return best.net, best.fitted, best.spec, best.cfg, report
 
 

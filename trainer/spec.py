@@ -97,6 +97,10 @@ class TrainingSpec(BaseModel):
     def resolved_lr(self) -> float:
         return self._set("lr")
 
+    @property
+    def resolved_ensemble(self) -> int:
+        return self._set("ensemble")
+
     def _set(self, name: str) -> Any:
         value = getattr(self, name)
         if value == D.AUTO:
