@@ -147,12 +147,14 @@ def _train_trial(first: Candidate, params: dict[str, Any], *, train: TensorSet, 
 
 
 def ensemble(best: Candidate, *, train: TensorSet, val: TensorSet, task: str, device: torch.device,
-             deadline: float | None) -> tuple[nn.Module, int]:
+             deadline: float | None, should_stop: Callable[[], bool] | None = None) -> tuple[nn.Module, int]:
     """``best`` plus members of its configuration from the next seeds (``spec.ensemble`` in all), averaged.
 
     Returns the network to export and how many members it holds. One member (or
     an image CNN) returns ``best.net`` itself. Members stop at the deadline like
-    any fit, and none starts after it (``trainer.defaults``, Ensemble).
+    any fit, and none starts after it (``trainer.defaults``, Ensemble). A stop
+    request (``should_stop``: shutdown, a lost lease) ends a member's fit with
+    ``TrainingStopped`` as it ends the first candidate's.
     """
     size = best.spec.resolved_ensemble
     if size <= 1 or best.cfg.kind != "mlp":
@@ -163,7 +165,8 @@ def ensemble(best: Candidate, *, train: TensorSet, val: TensorSet, task: str, de
             log.info("ensemble: the time budget allowed %d of %d members", len(members), size)
             break
         spec = best.spec.model_copy(update={"seed": best.spec.seed + k})
-        members.append(seeded_fit(best.cfg, spec, train, val, task=task, device=device, deadline=deadline)[0])
+        members.append(seeded_fit(best.cfg, spec, train, val, task=task, device=device, deadline=deadline,
+                                  should_stop=should_stop)[0])
     if len(members) == 1:
         return best.net, 1
     return SeedEnsemble(members, classify=task != "regression").to(device), len(members)

@@ -145,7 +145,8 @@ def train_and_evaluate(data: Any, info: DatasetInfo, spec: TrainingSpec, out_dir
             net, fitted, spec, cfg, searched = _choose(Candidate(net, fitted, spec, cfg, math.nan), sets, y, split,
                                                        prep, info, len(labels), device, fit_started)
         net, members = ensemble(Candidate(net, fitted, spec, cfg, math.nan), train=sets["train"], val=sets["val"],
-                                task=info.task, device=device, deadline=run_deadline(spec, fit_started))
+                                task=info.task, device=device, deadline=run_deadline(spec, fit_started),
+                                should_stop=should_stop)
     step("evaluate", 0, 3)
     test_out = _outputs(net, sets["test"].inputs, prep, regression, device)
     y_test = y[split.test]

@@ -142,3 +142,14 @@ def test_ensemble_members_after_the_deadline_are_not_trained():
     assert n == 3 and isinstance(net, SeedEnsemble) and net.members[0] is first.net
     seeds_differ = [torch.equal(net.members[0].body[0].weight, m.body[0].weight) for m in net.members[1:]]
     assert seeds_differ == [False, False]
+
+
+def test_a_stop_request_ends_the_ensemble_like_the_first_candidate():
+    from trainer.auto import Candidate, ensemble
+    from trainer.errors import TrainingStopped
+
+    spec = TrainingSpec(epochs=3, batch_size=64, ensemble=3, lr=0.01, device="cpu").resolved(256)
+    cfg = ModelConfig(kind="mlp", n_outputs=2, hidden_sizes=(8,), dropout=0.0, n_numeric=3)
+    with pytest.raises(TrainingStopped):
+        ensemble(Candidate(_mlp(), None, spec, cfg, 0.0), train=_toy(), val=_toy(seed=1), task="binary",
+                 device=torch.device("cpu"), deadline=None, should_stop=lambda: True)
