@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 
 from infra.app.stack.process import PidFile, spawn, terminate
+from infra.app.stack.supervise import last_error_line
 from infra.errors import ConfigError, StackError
 from infra.settings import Settings
 
@@ -94,13 +95,17 @@ class ConsumerSupervisor:
         deadline = time.monotonic() + timeout
         told: set[str] = set()
         while time.monotonic() < deadline:
-            if self.running_pid() is None:
-                raise StackError(f"the consumer supervisor exited at start; see {self.log_path}")
+            supervised = self.running_pid() is not None
             procs, doc = self.processes(), self._read()
             for p, raw in zip(procs, doc.get("processes", []) if doc else []):
-                if raw["last_exit"] is not None and not raw["ever_ran"]:
-                    raise StackError(f"consumer {p.name} exited at start with code {p.last_exit}: "
-                                     f"{p.last_error} (log {p.log})")
+                if (raw["last_exit"] is not None or raw["last_error"]) and not raw["ever_ran"]:
+                    how = "could not start" if p.last_exit is None else f"exited at start with code {p.last_exit}"
+                    raise StackError(f"consumer {p.name} {how}: {p.last_error} (log {p.log})")
+            if not supervised:   # the consumer that took it down, if one did, was named above
+                why = last_error_line(self.log_path, 0)
+                raise StackError(f"the consumer supervisor exited at start{': ' + why if why else ''}; "
+                                 f"see {self.log_path}")
+            for p in procs:
                 if p.state == "running" and p.name not in told:
                     told.add(p.name)
                     progress(p.name, f"running (pid {p.pid})")

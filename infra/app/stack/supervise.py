@@ -88,13 +88,25 @@ class Supervisor:
         self.stopping = threading.Event()
 
     def start_child(self, c: Child, now: float) -> None:
+        """A start that fails (fork refused on a machine out of processes or memory) is a crash of that child,
+        retried with its backoff: it must not end the supervisor and with it every other consumer."""
         Path(c.log).parent.mkdir(parents=True, exist_ok=True)
-        with open(c.log, "ab") as fh:
-            c.log_offset = fh.tell()
-            c.proc = subprocess.Popen(c.argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      preexec_fn=_die_with_parent)
+        try:
+            with open(c.log, "ab") as fh:
+                c.log_offset = fh.tell()
+                c.proc = subprocess.Popen(c.argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                          preexec_fn=_die_with_parent)
+        except (OSError, subprocess.SubprocessError) as exc:
+            c.proc, c.pid, c.last_exit, c.last_error = None, None, None, f"could not start: {exc}"[:500]
+            self._backoff(c, now, up_s=0.0)
+            log.error("%s: %s; retry in %.0fs", c.name, c.last_error, c.backoff_s)
+            return
         c.pid, c.started_at, c.state, c.first_output_at = c.proc.pid, now, "starting", None
         log.info("%s: started pid %d", c.name, c.pid)
+
+    def _backoff(self, c: Child, now: float, up_s: float) -> None:
+        c.backoff_s = 1.0 if up_s >= HEALTHY_RESET_S or not c.backoff_s else min(c.backoff_s * 2, self.backoff_max_s)
+        c.next_start, c.state = now + c.backoff_s, "backoff"
 
     def reap(self, c: Child, now: float) -> None:
         """A child exited: remember why and schedule its restart."""
@@ -106,8 +118,7 @@ class Supervisor:
             c.last_error = f"killed by {signal.Signals(-code).name}"
         else:
             c.last_error = last_error_line(Path(c.log), c.log_offset) or f"exited with code {code}"
-        c.backoff_s = 1.0 if up_s >= HEALTHY_RESET_S or not c.backoff_s else min(c.backoff_s * 2, self.backoff_max_s)
-        c.next_start, c.state = now + c.backoff_s, "backoff"
+        self._backoff(c, now, up_s)
         log.warning("%s: exited with code %s after %.1fs (%s); restart in %.0fs", c.name, code, up_s, c.last_error,
                     c.backoff_s)
 
