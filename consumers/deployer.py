@@ -67,7 +67,7 @@ from consumers.reconcile import STAGE_RECONCILE, reconcile, triton_live
 from infra.errors import FatalError, SkipEvent
 from infra.faults import maybe_fault
 from infra.kafka.envelope import Envelope
-from infra.kafka.faust_app import EdgeDecoder, make_app, raw_topic
+from infra.kafka.faust_app import EdgeDecoder, faust_worker, make_app, raw_topic
 from infra.kafka.outcome import RetryPolicy, handle_async
 from infra.kafka.producer import EventProducer
 from infra.kafka.reader import TopicReader
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_topics(settings)
     worker = DeployerWorker(settings, reconcile_interval_s=args.reconcile_interval)
     try:
-        faust.Worker(worker.app, loglevel=settings.log_level.lower(), quiet=True,
+        faust_worker(worker.app, settings, loglevel=settings.log_level.lower(), quiet=True,
                      redirect_stdouts=False).execute_from_commandline()
     except SystemExit as exc:
         return int(exc.code or 0)

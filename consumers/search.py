@@ -162,9 +162,8 @@ def _publish_all(producer: EventProducer, settings: Settings, outputs: list[S.Ou
 
 
 def main(argv: list[str] | None = None) -> None:
-    import faust
-
     from infra.kafka.admin import ensure_topics
+    from infra.kafka.faust_app import faust_worker
     from infra.settings import load_settings
 
     parser = argparse.ArgumentParser(prog="python -m consumers.search",
@@ -176,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(level)
     ensure_topics(settings)   # the inbox is an internal topic: created with the catalogue, one partition
     app = build_app(settings)
-    faust.Worker(app, loglevel=level.lower(), quiet=True).execute_from_commandline()
+    faust_worker(app, settings, loglevel=level.lower(), quiet=True).execute_from_commandline()
 
 
 if __name__ == "__main__":

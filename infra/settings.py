@@ -72,6 +72,12 @@ class KafkaSettings(_Section):
         description="faust agents send one record per batch. Needed on tansu, whose high watermark is wrong "
         "after a multi-record batch (faust would then recover table changelogs short); set false on Apache Kafka.",
     )
+    faust_recovery_stall_s: float = Field(
+        60.0, gt=0,
+        description="A faust changelog partition that reports records but delivers none for this long during table "
+        "recovery is given up as recovered (logged as an error), so the agents decide again; seen after the "
+        "embedded broker restarts without its log.",
+    )
 
 
 class TritonSettings(_Section):

@@ -78,7 +78,9 @@ def make_app(settings: Settings, app_id: str, *, data_dir: str | None = None, **
         web_enabled=False,
         datadir=str(datadir),
         producer_acks=-1,
-        stream_wait_empty=False,
+        # On a graceful stop (SIGTERM, a rebalance) wait for the events in hand and commit their offsets;
+        # without it a stop within the commit interval replays what was already applied to the tables.
+        stream_wait_empty=True,
         # A restarted broker without its log (the embedded in-memory one) has changelogs shorter than the offsets
         # the running tables applied; faust's check would crash the worker (ConsistencyError). The tables keep
         # what they know, and the deployer rebuilds a missing champion from durable state (consumers/champion.py).
@@ -89,6 +91,13 @@ def make_app(settings: Settings, app_id: str, *, data_dir: str | None = None, **
 
     conf.update(overrides)
     return faust.App(f"{k.topic_prefix}.{app_id}", **conf)
+
+
+def faust_worker(app: faust.App, settings: Settings, **options: Any) -> faust.Worker:
+    """The worker that runs ``app``, with the recovery watchdog beside it (``infra.kafka.faust_recovery``)."""
+    from infra.kafka.faust_recovery import RecoveryWatchdog
+
+    return faust.Worker(app, RecoveryWatchdog(app, settings.kafka.faust_recovery_stall_s), **options)
 
 
 def raw_topic(app: faust.App, name: str, partitions: int | None = None) -> faust.TopicT:

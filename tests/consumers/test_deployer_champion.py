@@ -100,7 +100,8 @@ def test_deployer_survives_a_broker_restart_and_keeps_its_champion(with_clickhou
                                                                     tmp_path):
     base, store = with_clickhouse
     s = base.with_overrides(stack={"data_dir": str(tmp_path / "data"), "kafka_port": free_port()},
-                            kafka={"session_timeout_ms": 2000, "heartbeat_interval_ms": 500})
+                            kafka={"session_timeout_ms": 2000, "heartbeat_interval_ms": 500,
+                                   "faust_recovery_stall_s": 15})
     stack = BrokerOnly(s)
     stack.up()
     s = s.with_overrides(kafka={"bootstrap_servers": stack.settings.kafka.bootstrap_servers})   # Triton: the session's
@@ -131,7 +132,26 @@ def test_deployer_survives_a_broker_restart_and_keeps_its_champion(with_clickhou
         assert (rej["model_version"], rej["champion_version"]) == (2, 1)
         assert serves(model_client, name, seed=1) and proc.proc.poll() is None
         assert "ConsistencyError" not in proc.log_path.read_text()
+
+        # A second deployer joins after the restart: the group rebalances and both recover their tables from the
+        # new changelogs. One partition there reports a record that no fetch returns; without the recovery
+        # watchdog both deployers waited on it for good and decided nothing. The next candidate is still
+        # decided, against v1.
+        second = DeployerProcess(s, tmp_path / "deployer-2.log").start()
+        time.sleep(10)
+        EventProducer(s, name="tests").publish(s.topic(MODELS_REGISTERED), "ModelRegistered",
+                                               candidate(publish_model, name, 3, 0.70), key=name)
+        rejected = TopicLog(s, MODELS_REJECTED)
+        rej = rejected.wait(lambda vs: 3 in [v["model_version"] for v in vs], timeout=150,
+                            why="v3 decided after the rebalance")
+        rejected.close()
+        assert [(v["model_version"], v["champion_version"]) for v in rej if v["model_version"] == 3] == [(3, 1)]
+        assert proc.proc.poll() is None and second.proc.poll() is None, (proc.log(), second.log())
+        logs = proc.log_path.read_text() + second.log_path.read_text()
+        assert "ConsistencyError" not in logs and "Traceback" not in logs
     finally:
+        if "second" in locals():
+            second.stop()
         proc.stop()
         sink.stop()
         sink_thread.join(30)

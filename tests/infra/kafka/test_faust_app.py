@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -40,14 +41,21 @@ APP = textwrap.dedent('''
                 fh.write(json.dumps({"model": env.value["model_name"], "n": counts[env.value["model_name"]]}) + "\\n")
 
     if __name__ == "__main__":
-        sys.argv = [sys.argv[0], "worker", "-l", "warn", "--without-web"]
+        sys.argv = [sys.argv[0], "worker", "-l", "info", "--without-web"]
         app.main()
 ''')
 
 
 def _start(script, out, env):
-    return subprocess.Popen([sys.executable, str(script), str(out)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, cwd=os.getcwd())
+    """The worker's log goes to ``<out>.log`` (appended by both runs), shown when an assertion fails."""
+    with open(f"{out}.log", "ab") as log:
+        return subprocess.Popen([sys.executable, str(script), str(out)], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, cwd=os.getcwd())
+
+
+def _log_tail(out, lines=60):
+    path = Path(f"{out}.log")
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
 
 
 def _lines(path):
@@ -78,7 +86,7 @@ def test_agent_state_survives_restart_and_poison_goes_to_dlq(isolated_settings, 
 
     worker = _start(script, out, env)
     try:
-        assert [x["n"] for x in _wait_lines(out, 3)] == [1, 2, 3], worker.stderr.read1(4000) if worker.poll() else ""
+        assert [x["n"] for x in _wait_lines(out, 3)] == [1, 2, 3], _log_tail(out)
     finally:
         worker.terminate()
         worker.wait(30)
@@ -92,7 +100,7 @@ def test_agent_state_survives_restart_and_poison_goes_to_dlq(isolated_settings, 
     try:
         # Generous: table recovery starts only after the group's rebalance, slow on a loaded CI runner.
         seen = [x["n"] for x in _wait_lines(out, 5, timeout=150)]
-        assert seen == [1, 2, 3, 4, 5], (seen, worker.stderr.read1(4000) if worker.poll() is not None else "")
+        assert seen == [1, 2, 3, 4, 5], (seen, _log_tail(out))
     finally:
         worker.terminate()
         worker.wait(30)
