@@ -117,3 +117,27 @@ def test_events_the_apache_avro_library_wrote_land_in_their_tables(sink_settings
     assert row["model_event_id"] == reg["header"]["event_id"]
     assert (row["dataset_version"], row["dataset_event_id"]) == ("v-123", ds["header"]["event_id"])
     assert ch.query_rows("SELECT feature FROM drift_events") == [{"feature": "apache"}]
+
+
+def test_a_dataset_version_is_recorded_once_and_a_conflicting_announcement_is_dead_lettered(sink_settings, ch,
+                                                                                             read_topic):
+    """Issue 16: a DatasetCreated re-sent under a new event id and another key added a second `datasets` row."""
+    s = sink_settings
+    first = chain()[0][2]
+    again = {**first, "header": new_header("hand-made")}                          # same version, same content
+    other = {**first, "header": new_header("hand-made"), "checksum": "not-abc"}    # same version, other content
+    p = EventProducer(s, name="tests")
+    p.publish(s.topic(T.DATASETS_CREATED), "DatasetCreated", first, key="churn")
+    assert build_runner(s, ch, group_id="meta-dataset-once").run(idle_timeout=4.0).processed == 1
+    p.send(s.topic(T.DATASETS_CREATED), "DatasetCreated", first, key="churn-2")    # the same event, re-keyed
+    p.send(s.topic(T.DATASETS_CREATED), "DatasetCreated", again, key="other-key")
+    p.send(s.topic(T.DATASETS_CREATED), "DatasetCreated", other, key="churn")
+    p.flush(30)
+
+    stats = build_runner(s, ch, group_id="meta-dataset-once").run(idle_timeout=4.0)
+
+    assert (stats.skipped, stats.dead_lettered) == (2, 1), stats
+    assert ch.query_rows("SELECT event_id FROM datasets") == [{"event_id": first["header"]["event_id"]}]
+    (dead,) = read_topic(s, T.dlq_name(s.topic(T.DATASETS_CREATED)), 1)
+    h = dict(dead.headers())
+    assert h[D.H_REASON] == b"poison" and b"not-abc" in h[D.H_ERROR] and b"checksum abc" in h[D.H_ERROR]
