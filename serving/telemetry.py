@@ -183,6 +183,7 @@ class TelemetryEmitter:
             self._renewing = False
         with self._lock:
             self.counts["renewals"] += 1
+        self.losses.add("renewals")   # not a loss, but reported with them: SQL sees when a producer was replaced
         log.warning("telemetry %s: replaced the Kafka producer (%s); resending %d event(s)", self.name, reason,
                     len(self._owed))
         while self._owed:

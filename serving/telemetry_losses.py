@@ -10,6 +10,10 @@ and kind) on the metrics topic, which the metadata sink stores in
 ``server_metrics``; the ``telemetry_losses`` view (migration 007) sums them
 per process and minute.
 
+Producer renewals (a fenced or stranded Kafka producer replaced, its owed events resent) travel the
+same way, as ``modelbus_telemetry_renewals`` samples in ``server_metrics``: not a loss, but the
+moment SQL should see next to a gap in traffic.
+
 A report that is not delivered puts its counts back, so a loss report sent
 after an outage still names the minutes of the outage; counts of a process
 killed before it could report are lost with it (its own log says so).
@@ -25,7 +29,7 @@ from schemas.events import new_header
 from schemas.types import MetricSample, ServerMetrics
 
 SERVER_PREFIX = "telemetry:"
-KINDS = ("dropped", "failed")
+KINDS = ("dropped", "failed", "renewals")   # renewals: Kafka producers replaced (fenced, or every broker gone)
 SAMPLE_PREFIX = "modelbus_telemetry_"
 
 

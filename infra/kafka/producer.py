@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import socket
 import threading
 import time
@@ -41,6 +42,7 @@ from infra.kafka.renewal import REJECTED_SESSION, session_rejected
 from infra.settings import Settings
 from schemas.codec import AvroCodec, Serializer
 
+RENEWAL_METRIC = "modelbus_producer_renewals"   # ServerMetrics sample name, server "producer:<name>"
 log = logging.getLogger("modelbus.kafka.producer")
 
 # Delivery errors after which the producer id and sequence numbers cannot be trusted any more.
@@ -253,6 +255,34 @@ class EventProducer:
             with self._lock:
                 self._failed.append((f"{left} event(s)", f"lost with the replaced producer ({reason})"))
         log.warning("%s: replaced the Kafka producer (%s)", self.name, reason)
+        self._report_renewal(reason)
+
+    def _report_renewal(self, reason: str) -> None:
+        """The renewal as a metric: one ServerMetrics sample on the metrics topic (stored in ``server_metrics``,
+        listed by ``modelbus status``). Best effort and outside the delivery accounting, so a lost report can
+        never fail the caller's own events at the next ``flush``."""
+        from infra.kafka.topics import SERVING_METRICS
+        from schemas.events import new_header
+        from schemas.types import ServerMetrics
+
+        server = f"producer:{self.name}"
+        value: ServerMetrics = {
+            "header": new_header(self.name), "server": server,
+            "samples": [{"name": RENEWAL_METRIC, "value": 1.0,
+                         "labels": {"process": self.name, "pid": str(os.getpid()), "reason": reason[:200]}}]}
+
+        def delivered(err: KafkaError | None, _msg: Any) -> None:
+            if err is not None:
+                log.warning("%s: renewal report not delivered: %s", self.name, err.str())
+
+        try:
+            data = self.serializer("ServerMetrics")(value)
+            headers = event_headers(self._codec.catalog.get("ServerMetrics"), value)
+            self._producer.produce(self.settings.topic(SERVING_METRICS), data, server.encode(),
+                                   headers=headers,  # type: ignore[arg-type]  # same stub quirk as in send_raw
+                                   on_delivery=delivered)
+        except (BufferError, KafkaException, ValueError) as exc:
+            log.warning("%s: renewal report not sent: %s", self.name, exc)
 
 
 def _reachable(bootstrap: str, timeout: float = 0.2) -> bool:

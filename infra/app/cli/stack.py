@@ -64,6 +64,15 @@ def _telemetry_table(folder) -> Table | None:
     return t
 
 
+def _renewals_table(renewals) -> Table:
+    t = Table(title="Kafka producers replaced in the last 24 h (fenced, or every broker gone)", title_justify="left")
+    for col in ("process", "kind", "renewals", "last"):
+        t.add_column(col)
+    for r in renewals:
+        t.add_row(escape(r.process), r.kind, f"[yellow]{r.renewals}[/]", r.last_at)
+    return t
+
+
 def _process_table(procs) -> Table:
     t = Table(title="consumers", title_justify="left")
     for col in ("process", "state", "pid", "up", "restarts", "last error"):
@@ -144,9 +153,18 @@ def status(as_json: bool = typer.Option(False, "--json", help="One JSON document
             lags = group_lags(stack.settings)
         except Exception as exc:  # noqa: BLE001 - lag is advisory; status still shows the processes
             lag_error = f"lag unavailable: {exc}"
+    renewals, renewal_error = [], ""
+    if any(s.name == "clickhouse" and s.state in ("running", "external") for s in statuses):
+        from infra.app.stack.renewals import renewals_of
+
+        try:
+            renewals = renewals_of(stack.settings)
+        except Exception as exc:  # noqa: BLE001 - advisory like lag: status still shows the processes
+            renewal_error = f"producer renewals unavailable: {exc}"
     bad = any(s.state not in ("running", "external") for s in statuses) or any(p.state != "running" for p in procs)
     if as_json:
         print_json({"stack": statuses, "consumers": procs, "lag": lags, "lag_error": lag_error or None,
+                    "producer_renewals": renewals, "producer_renewals_error": renewal_error or None,
                     "healthy": not bad})
     else:
         show(_stack_table(statuses), console)
@@ -159,6 +177,10 @@ def status(as_json: bool = typer.Option(False, "--json", help="One JSON document
         telemetry = _telemetry_table(stack.settings.data_dir / "telemetry")
         if telemetry is not None:
             show(telemetry, console)
+        if renewals:
+            show(_renewals_table(renewals), console)
+        if renewal_error:
+            err_console.print(f"[yellow]{renewal_error}[/]")
     if bad:
         raise typer.Exit(1)
 

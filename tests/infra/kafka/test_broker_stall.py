@@ -20,7 +20,7 @@ from infra.app.stack.tansu import TansuBroker
 from infra.errors import DeliveryError
 from infra.kafka import EventProducer
 from infra.kafka.admin import ensure_topics
-from infra.kafka.topics import INFERENCE_TELEMETRY, MONITORING_DRIFT
+from infra.kafka.topics import INFERENCE_TELEMETRY, MONITORING_DRIFT, SERVING_METRICS
 
 from .conftest import drift_event, read_all, wait_for
 
@@ -63,6 +63,11 @@ def test_event_producer_is_renewed_after_a_stall_longer_than_message_timeout(bro
     from schemas.codec import AvroCodec
     seen = [str(AvroCodec().decode(m.value()).value["header"]["event_id"]) for m in stored]
     assert sorted(i for i in seen if i in ids) == sorted(ids), (len(stored), seen)   # each once on the topic
+    # each renewal is a metric too: a ServerMetrics sample on the metrics topic (→ server_metrics, `modelbus status`)
+    reports = [AvroCodec().decode(m.value()).value for m in read_all(s, s.topic(SERVING_METRICS), producer.renewals)]
+    samples = [x for r in reports if r["server"] == "producer:tests.stall" for x in r["samples"]]
+    assert [x["name"] for x in samples] == ["modelbus_producer_renewals"] * producer.renewals, reports
+    assert samples[0]["labels"]["process"] == "tests.stall" and samples[0]["labels"]["reason"]
 
 
 def test_in_model_telemetry_producer_recovers_from_a_fencing_stall(broker):
@@ -98,3 +103,8 @@ def test_in_model_telemetry_producer_recovers_from_a_fencing_stall(broker):
     later = [r for r in (AvroCodec().decode(m.value()).value["request_id"] for m in stored) if int(r[1:]) >= 100]
     assert sorted(later) == sorted(f"r{i}" for i in range(100, 200)), f"{len(later)} of 100 delivered; {final}"
     assert final["renewals"] >= 1
+    # the renewal is also a metric: a ServerMetrics sample of this emitter on the metrics topic (→ server_metrics)
+    reports = [AvroCodec().decode(m.value()).value for m in read_all(s, s.topic(SERVING_METRICS), 1, timeout=20)]
+    renewed = [x for r in reports if r["server"] == "telemetry:tests-stall" for x in r["samples"]
+               if x["name"] == "modelbus_telemetry_renewals"]
+    assert sum(x["value"] for x in renewed) == final["renewals"], reports
