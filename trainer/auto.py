@@ -78,12 +78,14 @@ def seeded_fit(cfg: ModelConfig, spec: TrainingSpec, train: TensorSet, val: Tens
 
 
 def search(first: Candidate, *, train: TensorSet, val: TensorSet, task: str, device: torch.device,
-           score: Score, baselines: dict[str, float], higher: bool, deadline: float | None) -> tuple[Candidate,
-                                                                                                  SearchReport]:
+           score: Score, baselines: dict[str, float], higher: bool, deadline: float | None,
+           should_stop: Callable[[], bool] | None = None) -> tuple[Candidate, SearchReport]:
     """The best candidate on validation: ``first``, or a search trial when ``first`` loses to a baseline.
 
     ``baselines``: each baseline's validation primary metric. A trial runs only
-    while the deadline has not passed; each trial's fit also stops at it.
+    while the deadline has not passed; each trial's fit also stops at it. A stop
+    request (``should_stop``: shutdown, a lost lease) ends a trial's fit with
+    ``TrainingStopped``, as it ends the first candidate's and the ensemble's.
     """
     sign = 1.0 if higher else -1.0
     name, base = max(baselines.items(), key=lambda kv: sign * kv[1])
@@ -109,7 +111,7 @@ def search(first: Candidate, *, train: TensorSet, val: TensorSet, task: str, dev
         trial = study.ask()
         params = _suggest(trial, space)
         cand = _train_trial(first, params, train=train, val=val, task=task, device=device, score=score,
-                            deadline=deadline)
+                            deadline=deadline, should_stop=should_stop)
         study.tell(trial, cand.val_score)
         report.trials.append({"number": number, **{k: list(v) if isinstance(v, tuple) else v
                                                     for k, v in params.items()},
@@ -138,11 +140,13 @@ def _suggest(trial: optuna.Trial, space: dict[str, tuple]) -> dict[str, Any]:
 
 
 def _train_trial(first: Candidate, params: dict[str, Any], *, train: TensorSet, val: TensorSet, task: str,
-                 device: torch.device, score: Score, deadline: float | None) -> Candidate:
+                 device: torch.device, score: Score, deadline: float | None,
+                 should_stop: Callable[[], bool] | None = None) -> Candidate:
     budget = D.budget(len(train), batch=params["batch_size"])
     spec = first.spec.model_copy(update={**params, **budget, "search_trials": 0})
     cfg = replace(first.cfg, hidden_sizes=tuple(params["hidden_sizes"]), dropout=float(params["dropout"]))
-    net, fitted = seeded_fit(cfg, spec, train, val, task=task, device=device, deadline=deadline)
+    net, fitted = seeded_fit(cfg, spec, train, val, task=task, device=device, deadline=deadline,
+                             should_stop=should_stop)
     return Candidate(net, fitted, spec, cfg, score(net))
 
 

@@ -143,7 +143,7 @@ def train_and_evaluate(data: Any, info: DatasetInfo, spec: TrainingSpec, out_dir
                                  on_checkpoint_error=on_checkpoint_error, deadline=first_deadline(spec, fit_started))
         if spec.search_trials:
             net, fitted, spec, cfg, searched = _choose(Candidate(net, fitted, spec, cfg, math.nan), sets, y, split,
-                                                       prep, info, len(labels), device, fit_started)
+                                                       prep, info, len(labels), device, fit_started, should_stop)
         net, members = ensemble(Candidate(net, fitted, spec, cfg, math.nan), train=sets["train"], val=sets["val"],
                                 task=info.task, device=device, deadline=run_deadline(spec, fit_started),
                                 should_stop=should_stop)
@@ -238,7 +238,8 @@ def _behaviour(spec: TrainingSpec, out: Path, test_frame: pd.DataFrame, task: st
 
 
 def _choose(first: Candidate, sets: dict[str, TensorSet], y: np.ndarray, split: Split, prep: Preprocessing,
-            info: DatasetInfo, n_classes: int, device: torch.device, started: float):
+            info: DatasetInfo, n_classes: int, device: torch.device, started: float,
+            should_stop: Callable[[], bool] | None = None):
     """The automatic search's pick (``trainer.auto``), judged against the baselines on the validation split."""
     regression, (primary, higher) = info.task == "regression", primary_metric(info.task)
     y_val = y[split.val]
@@ -252,7 +253,7 @@ def _choose(first: Candidate, sets: dict[str, TensorSet], y: np.ndarray, split: 
     base = {name: compute_metrics(info.task, y_val, o) for name, o in base_out.items()}
     best, report = search(first, train=sets["train"], val=sets["val"], task=info.task, device=device, score=score,
                           baselines={k: v[primary] for k, v in base.items() if primary in v}, higher=higher,
-                          deadline=run_deadline(first.spec, started))
+                          deadline=run_deadline(first.spec, started), should_stop=should_stop)
     return best.net, best.fitted, best.spec, best.cfg, report
 
 

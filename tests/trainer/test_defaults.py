@@ -127,6 +127,22 @@ def test_the_default_run_trains_an_ensemble_and_a_hand_set_budget_one_network():
     assert TrainingSpec(epochs=5, ensemble=3).resolved(500).ensemble == 3
 
 
+def test_a_stop_request_ends_a_search_trial_like_the_first_candidate():
+    """Before, trials ignored the stop request: a stopping consumer trained every remaining trial first."""
+    from trainer.auto import Candidate, search
+    from trainer.errors import TrainingStopped
+
+    spec = TrainingSpec(epochs=3, batch_size=64, lr=0.01, search_trials=2, device="cpu").resolved(256)
+    cfg = ModelConfig(kind="mlp", n_outputs=2, hidden_sizes=(8,), dropout=0.0, n_numeric=3)
+    first = Candidate(_mlp(), None, spec, cfg, 0.5)       # loses to the baseline below: the search runs
+    kwargs = dict(train=_toy(), val=_toy(seed=1), task="binary", device=torch.device("cpu"), score=lambda net: 0.6,
+                  baselines={"majority": 0.9}, higher=True, deadline=None)
+    with pytest.raises(TrainingStopped):
+        search(first, **kwargs, should_stop=lambda: True)
+    best, report = search(first, **kwargs)                 # no stop request: both trials run
+    assert len(report.trials) == 2 and best is not first
+
+
 def test_ensemble_members_after_the_deadline_are_not_trained():
     from trainer.auto import Candidate, ensemble
     from trainer.models import SeedEnsemble
