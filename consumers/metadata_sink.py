@@ -47,7 +47,6 @@ class MetadataSink:
                 raise            # the runner retries with backoff
             raise PoisonEvent(f"ClickHouse refused the rows of {env.event_type} {env.event_id}: {exc}") from exc
 
-
     def _first_announcement(self, env: Envelope) -> None:
         """A dataset version is a content hash, so its first DatasetCreated is its record: a later copy (the same
         event re-keyed, or re-sent under a new id) is skipped, and one giving the version other content is poison.
