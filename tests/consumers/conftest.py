@@ -11,25 +11,20 @@ import uuid
 import pytest
 from confluent_kafka import Consumer
 
-from infra.clickhouse import HttpStore
-from infra.clickhouse.migrate import migrate
 from infra.kafka.config import consumer_config
+from tests.clickhouse_db import migrated_store, private_settings
 
 
 @pytest.fixture
 def sink_settings(isolated_settings, clickhouse_owner):
     """Settings pointing at the session broker (fresh topics) and a test-private ClickHouse database."""
-    return isolated_settings.with_overrides(clickhouse={"url": clickhouse_owner.url,
-                                                        "database": f"t_{uuid.uuid4().hex[:12]}"})
+    return private_settings(isolated_settings, clickhouse_owner.url)
 
 
 @pytest.fixture
 def ch(sink_settings):
-    store = HttpStore(sink_settings.clickhouse.url, database=sink_settings.clickhouse.database)
-    migrate(store, sink_settings.clickhouse)
-    yield store
-    store.command(f"DROP DATABASE IF EXISTS {store.database}")
-    store.close()
+    with migrated_store(sink_settings) as store:
+        yield store
 
 
 @pytest.fixture

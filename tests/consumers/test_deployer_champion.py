@@ -16,11 +16,10 @@ import pytest
 from consumers.metadata_sink import build_runner
 from infra.app.stack.process import free_port
 from infra.app.stack.supervisor import Stack
-from infra.clickhouse import HttpStore
-from infra.clickhouse.migrate import migrate
 from infra.kafka import EventProducer
 from infra.kafka.admin import ensure_topics
 from infra.kafka.topics import MODELS_DEPLOYED, MODELS_REGISTERED, MODELS_REJECTED
+from tests.clickhouse_db import migrated_store, private_settings
 
 from .test_deployer import DeployerProcess, TopicLog, candidate, serves, wait_until
 
@@ -29,13 +28,9 @@ pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 @pytest.fixture
 def with_clickhouse(deployer_settings, clickhouse_owner):
-    s = deployer_settings.with_overrides(clickhouse={"url": clickhouse_owner.url,
-                                                     "database": f"t_{uuid.uuid4().hex[:12]}"})
-    store = HttpStore(s.clickhouse.url, database=s.clickhouse.database)
-    migrate(store, s.clickhouse)
-    yield s, store
-    store.command(f"DROP DATABASE IF EXISTS {store.database}")
-    store.close()
+    s = private_settings(deployer_settings, clickhouse_owner.url)
+    with migrated_store(s) as store:
+        yield s, store
 
 
 def _sink(settings, store):

@@ -3,27 +3,20 @@ owner; the rows are written the metadata sink's way, ``write_events``)."""
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from infra.app.stack.renewals import producer_renewals
-from infra.clickhouse import HttpStore
-from infra.clickhouse.migrate import migrate
 from infra.clickhouse.rows import write_events
 from schemas.events import new_header
+from tests.clickhouse_db import migrated_store, private_settings
 
 pytestmark = pytest.mark.stack
 
 
 @pytest.fixture
 def ch(base_settings, clickhouse_owner):
-    s = base_settings.with_overrides(clickhouse={"url": clickhouse_owner.url, "database": f"t_{uuid.uuid4().hex[:12]}"})
-    store = HttpStore(s.clickhouse.url, database=s.clickhouse.database)
-    migrate(store, s.clickhouse)
-    yield store
-    store.command(f"DROP DATABASE IF EXISTS {store.database}")
-    store.close()
+    with migrated_store(private_settings(base_settings, clickhouse_owner.url)) as store:
+        yield store
 
 
 def _report(server: str, name: str, process: str, value: float, age_s: float = 0.0) -> tuple[str, dict]:
