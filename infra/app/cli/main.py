@@ -22,6 +22,7 @@ _SUBCOMMANDS: list[tuple[str, str, str | None]] = [
     ("infra.app.cli.models", "app", None),              # models / predict / rollback
     ("infra.app.cli.consumer", "app", "consumer"),      # long-running consumers
     ("infra.app.cli.metrics", "app", None),        # sql / dashboard
+    ("infra.app.cli.ui", "app", None),             # ui
     ("infra.app.cli.demo", "app", None),       # demo
     ("bench.cli", "app", None),                # bench (the benchmarks own their command)
 ]
