@@ -138,7 +138,7 @@ def print_report(console: Console, s: dict) -> None:
     if times:
         console.print("stage times: " + ", ".join(f"{k} {v:.1f}s" for k, v in times.items())
                       + f"; total {sum(times.values()):.0f}s")
-    console.print(f"[bold]Dashboard:[/] {s['dashboard']}")
+    console.print(f"[bold]Dashboard:[/] {s['dashboard']}  (live, with `demo --keep`: modelbus ui)")
 
 
 KEY_PARAMS = ("model", "hidden_sizes", "epochs", "batch_size", "lr", "lr_schedule", "seed", "device")
