@@ -24,7 +24,7 @@ from schemas.events import new_header
 from tests.clickhouse_db import migrated_store, private_settings
 from tests.event_samples import samples
 
-NOW = datetime.now(UTC).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(second=30, microsecond=0)   # mid-minute: no request straddles a minute
 ODD = "o'brien <b>x</b>"            # a real model name full of quotes and markup
 SERVED = {2: [(m, 3 + m) for m in range(1, 6)]}   # churn v2: minute offset -> requests
 REQUEST_ID = "req-42"
