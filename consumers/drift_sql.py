@@ -1,7 +1,7 @@
 """The drift statistics, computed inside ClickHouse next to the telemetry.
 
 Live traffic never leaves the engine: each query bins one window of
-``inference_telemetry`` with the reference bins registered with the model
+``inference_rows`` (every served row) with the reference bins registered with the model
 (``column_stats`` rows of owner_kind 'model', written from
 ``ModelRegistered.reference_stats``) and returns one row per (model, version,
 feature) with the bin counts, PSI and the test statistic. Only the p-values are
@@ -40,9 +40,9 @@ from __future__ import annotations
 OTHER = "__other__"
 PREDICTION = "__prediction__"
 
-# Telemetry rows of the window; FINAL collapses redelivered copies of one event.
+# Served rows of the window (every row of a batch, InferenceTelemetry v3); FINAL collapses redelivered copies.
 _WINDOW = """
-        FROM inference_telemetry FINAL
+        FROM inference_rows FINAL
         WHERE event_time >= {window_start:DateTime64(6)} AND event_time < {window_end:DateTime64(6)}
           AND status = 'ok'"""
 
@@ -67,8 +67,8 @@ WITH
         FROM (
             SELECT model_name, model_version,
                    arrayPushBack(CAST(numeric_names, 'Array(String)'), '{PREDICTION}') AS names,
-                   arrayPushBack(numeric_means, prediction_value) AS vals{_WINDOW}
-              AND length(numeric_names) = length(numeric_means)
+                   arrayPushBack(numeric_values, prediction_value) AS vals{_WINDOW}
+              AND length(numeric_names) = length(numeric_values)
         )
         ARRAY JOIN names AS name, vals AS value
         WHERE isFinite(value)

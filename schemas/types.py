@@ -243,6 +243,29 @@ class DeploymentRejected(TypedDict):
     champion_metric: NotRequired[float | None]  # Champion's primary metric.
 
 
+class TelemetryRow(TypedDict):
+    """One served row of a request: what the model answered for it and the inputs drift needs. Its prediction id is
+    '<request_id>:<index>'.
+    """
+
+    index: int  # Position of the row in the request (0-based).
+    # The client's own key for the row (the request parameter 'modelbus_row_keys'), for reporting its outcome by
+    # that key.
+    key: NotRequired[str | None]
+    prediction: str  # Predicted label (classification) or value as text (regression).
+    prediction_value: float  # Class index (classification) or predicted value (regression).
+    confidence: float  # Probability of the predicted class (1.0 for regression).
+    # Class probabilities in label order (classification); empty for regression. Live log-loss, ROC-AUC and
+    # calibration need them.
+    scores: NotRequired[list[float]]
+    # The row's value of each input in the event's numeric_names (an image or other tensor input: the mean over
+    # its elements; NaN when missing).
+    numeric: NotRequired[list[float]]
+    # The row's value of each input in the event's categorical_names; values over 64 characters are replaced by
+    # 'sha256:' and 16 hex digits of their hash.
+    categorical: NotRequired[list[str]]
+
+
 class InferenceTelemetry(TypedDict):
     """One inference request as seen inside the served model. Key: model name."""
 
@@ -266,6 +289,10 @@ class InferenceTelemetry(TypedDict):
     confidence: NotRequired[float]  # Probability of the predicted class (1.0 for regression).
     status: NotRequired[str]  # 'ok' or 'error'.
     error: NotRequired[str | None]  # Error message of a failed request.
+    # Every served row of the request, in order (empty for a failed request, whose batch_size still says how many
+    # rows it held). The request-level prediction fields above repeat row 0 for readers written before rows
+    # existed.
+    rows: NotRequired[list[TelemetryRow]]
     # True for a request sent with the Triton request parameter 'modelbus_smoke' set (the deployer's smoke
     # inference), so counts of live traffic leave it out. Events written before this field read as false.
     smoke: NotRequired[bool]

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -23,6 +25,7 @@ from infra.settings import Settings
 from serving.errors import InvalidRequest, ModelNotFound, ServerUnavailable, ServingError
 from serving.repository import PARAM_SIGNATURE
 from serving.signature import Signature, SignatureError, TensorSpec
+from serving.telemetry_rows import ROW_KEYS_PARAMETER, prediction_id
 
 _BY_STATUS = {"NOT_FOUND": ModelNotFound, "INVALID_ARGUMENT": InvalidRequest, "UNAVAILABLE": ServerUnavailable}
 
@@ -79,6 +82,20 @@ def encode_column(spec: TensorSpec, values: Any) -> np.ndarray:
             raise InvalidRequest(f"column '{col}' has {arr.size} values, not a multiple of the shape {list(spec.dims)}")
         arr = arr.reshape(-1, *[d if d > 0 else 1 for d in spec.dims])
     return arr
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One answered request: its outputs by name, and the identity of each row for reporting outcomes."""
+
+    request_id: str
+    outputs: dict[str, np.ndarray]
+    row_keys: tuple[str, ...] | None = None
+
+    @property
+    def prediction_ids(self) -> list[str]:
+        rows = next(iter(self.outputs.values())).shape[0] if self.outputs else 0
+        return [prediction_id(self.request_id, i) for i in range(rows)]
 
 
 @dataclass
@@ -167,6 +184,18 @@ class ModelClient:
                             model_version=str(version or ""), request_id=request_id,
                             parameters=dict(parameters) if parameters else None, client_timeout=self.timeout_s)
         return {o.name: result.as_numpy(o.name) for o in sig.outputs}
+
+    def predict_rows(self, model: str, inputs: Mapping[str, Any], version: int | str | None = None,
+                     request_id: str = "", row_keys: Sequence[str] | None = None) -> Prediction:
+        """Run one request and name its rows: each gets the prediction id ``<request_id>:<row>`` (a request id is
+        made when none is given), and ``row_keys`` (the client's own, one per row) travel with the request so
+        an outcome can later be reported by either (``ModelBus.report_outcome``)."""
+        request_id = request_id or uuid.uuid4().hex
+        params: dict[str, bool | int | str] = {}
+        if row_keys is not None:
+            params[ROW_KEYS_PARAMETER] = json.dumps([str(k) for k in row_keys])
+        outputs = self.predict(model, inputs, version=version, request_id=request_id, parameters=params or None)
+        return Prediction(request_id, outputs, tuple(row_keys) if row_keys is not None else None)
 
     def predict_async(self, model: str, infer_inputs: list[grpcclient.InferInput],
                       done: Callable[[dict[str, np.ndarray] | None, ServingError | None], None],

@@ -23,7 +23,7 @@ from infra.kafka.renewal import PURGED, session_rejected
 from infra.kafka.topics import INFERENCE_TELEMETRY, SERVING_METRICS
 from infra.settings import Settings
 from schemas.events import new_header
-from schemas.types import InferenceTelemetry, ServerMetrics
+from schemas.types import InferenceTelemetry, ServerMetrics, TelemetryRow
 from serving.telemetry_losses import LossLedger, loss_report
 
 PRODUCER_NAME = "serving.triton"
@@ -42,8 +42,9 @@ log = logging.getLogger("modelbus.serving.telemetry")
 def telemetry_event(*, request_id: str, model_name: str, model_version: int, received_at: int, completed_at: int,
                     stages: dict[str, int], batch_size: int, numeric: dict[str, float] | None = None,
                     categorical: dict[str, str] | None = None, prediction: str = "", prediction_value: float = 0.0,
-                    confidence: float = 0.0, error: str | None = None, smoke: bool = False) -> InferenceTelemetry:
-    """An InferenceTelemetry value (times in microseconds since the epoch)."""
+                    confidence: float = 0.0, error: str | None = None, smoke: bool = False,
+                    rows: list[TelemetryRow] | None = None) -> InferenceTelemetry:
+    """An InferenceTelemetry value (times in microseconds since the epoch); ``rows``: every served row."""
     numeric = numeric or {}
     categorical = categorical or {}
     header = new_header(PRODUCER_NAME, correlation_id=request_id or None)
@@ -66,6 +67,7 @@ def telemetry_event(*, request_id: str, model_name: str, model_version: int, rec
         "confidence": float(confidence),
         "status": "error" if error else "ok",
         "error": error,
+        "rows": rows or [],
         "smoke": bool(smoke),
     }
 

@@ -29,3 +29,42 @@ def migrated_store(settings: Settings) -> Iterator[HttpStore]:
     finally:
         store.command(f"DROP DATABASE IF EXISTS {store.database}")
         store.close()
+
+
+def with_rows(value: dict) -> dict:
+    """An InferenceTelemetry value with its ``rows``: tests that describe a request by its request-level fields
+    (one row) get that row, as the served model would have written it."""
+    if value.get("rows") or value.get("status", "ok") != "ok":
+        return value
+    row = {"index": 0, "key": None, "prediction": value.get("prediction", ""),
+           "prediction_value": float(value.get("prediction_value", 0.0)),
+           "confidence": float(value.get("confidence", 0.0)), "scores": [],
+           "numeric": list(value.get("numeric_means", [])), "categorical": list(value.get("categorical_values", []))}
+    return {**value, "rows": [row]}
+
+
+def telemetry_container(values, coords=None) -> bytes:
+    """Telemetry as the sink inserts it: one Avro object container of the event schema plus the kafka_* fields."""
+    import io
+
+    import fastavro
+
+    from schemas import catalog
+
+    schema = dict(catalog().get("InferenceTelemetry").expanded)
+    schema["fields"] = [*schema["fields"], {"name": "kafka_topic", "type": "string"},
+                        {"name": "kafka_partition", "type": "int"}, {"name": "kafka_offset", "type": "long"}]
+    values = list(values)
+    coords = list(coords) if coords is not None else [("", -1, -1)] * len(values)
+    buf = io.BytesIO()
+    records = [dict(with_rows(v), kafka_topic=t, kafka_partition=p, kafka_offset=o)
+               for v, (t, p, o) in zip(values, coords)]
+    fastavro.writer(buf, fastavro.parse_schema(schema), records)
+    return buf.getvalue()
+
+
+def insert_telemetry(store, values, coords=None) -> None:
+    """Insert telemetry through the sink's own path (the ingest table and its views), rows included."""
+    from consumers.telemetry_sink import INGEST_TABLE, INSERT_SETTINGS
+
+    store.insert_raw(INGEST_TABLE, telemetry_container(values, coords), "Avro", settings=INSERT_SETTINGS)

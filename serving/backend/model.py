@@ -33,9 +33,19 @@ from schemas.types import InferenceTelemetry
 from serving.artifact import verify_checksum
 from serving.signature import Signature
 from serving.telemetry import STAGE_DECODE, STAGE_ENCODE, STAGE_MODEL, TelemetryEmitter, is_smoke, telemetry_event
+from serving.telemetry_rows import as_text, row_keys, row_values, rows_of
 
 log = logging.getLogger("modelbus.serving.model")
 TORCH_THREADS = 1  # one instance = one core; scale with instance_group count instead
+
+
+def _rows_in(request) -> int:
+    """Rows a refused request held (its first input's leading dimension), so its telemetry counts them."""
+    try:
+        first = request.inputs()[0].as_numpy()
+        return int(first.shape[0]) if first.ndim else 1
+    except Exception:      # noqa: BLE001 - a request with no usable input held no rows we can count
+        return 0
 
 
 class BadRequest(Exception):
@@ -97,8 +107,9 @@ class TritonPythonModel:
             self._forward(arrays)
 
     # -- request handling ----------------------------------------------------------------------
-    def _decode(self, request) -> tuple[list, int, list]:
-        """Inputs in signature order, the row count, and each numeric input's sum (reused by telemetry).
+    def _decode(self, request) -> tuple[list, int, list, list | None]:
+        """Inputs in signature order, the row count, each numeric input's sum (reused by telemetry), and the
+        client's row keys (None when it sent none).
 
         One float64 reduction per numeric input answers "any NaN/inf?" (a float32 sum in
         float64 cannot overflow, so a non-finite sum means a non-finite value) and
@@ -140,7 +151,11 @@ class TritonPythonModel:
             raise BadRequest("request has no rows")
         if self.max_batch and batch > self.max_batch:
             raise BadRequest(f"batch of {batch} rows exceeds max_batch_size {self.max_batch}")
-        return arrays, batch, sums
+        try:
+            keys = row_keys(request.parameters(), batch)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        return arrays, batch, sums, keys
 
     def _forward(self, arrays: list) -> list[np.ndarray]:
         if self.step:
@@ -182,13 +197,14 @@ class TritonPythonModel:
     def execute(self, requests: list) -> list:
         received = time.time_ns() // 1000
         t0 = time.perf_counter_ns()
-        decoded, errors = [], {}
+        decoded, errors, refused = [], {}, {}
         for i, request in enumerate(requests):
             try:
-                arrays, n, sums = self._decode(request)
-                decoded.append((i, arrays, n, sums))
+                arrays, n, sums, keys = self._decode(request)
+                decoded.append((i, arrays, n, sums, keys))
             except BadRequest as exc:
                 errors[i] = (str(exc), pb_utils.TritonError.INVALID_ARG)
+                refused[i] = _rows_in(request)
         t1 = time.perf_counter_ns()
         results: dict[int, list[np.ndarray]] = {}
         if decoded:
@@ -197,11 +213,11 @@ class TritonPythonModel:
                     np.concatenate([d[1][j] for d in decoded]) for j in range(len(self.inputs))]
                 outs = self._forward(merged)
                 start = 0
-                for i, _, n, _ in decoded:
+                for i, _, n, _, _ in decoded:
                     results[i] = [o[start:start + n] for o in outs]
                     start += n
             except Exception:  # noqa: BLE001 - isolate the failing request(s) instead of failing the batch
-                for i, arrays, _, _ in decoded:
+                for i, arrays, _, _, _ in decoded:
                     try:
                         results[i] = self._forward(arrays)
                     except Exception as exc:  # noqa: BLE001
@@ -219,58 +235,43 @@ class TritonPythonModel:
                 responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(msg, code)))
         t3 = time.perf_counter_ns()
         if self.emitter is not None:
-            self._emit(requests, decoded, results, errors, received, (t1 - t0, t2 - t1, t3 - t2))
+            self._emit(requests, decoded, results, errors, refused, received, (t1 - t0, t2 - t1, t3 - t2))
         return responses
 
     # -- telemetry -------------------------------------------------------------------------------
-    def _emit(self, requests, decoded, results, errors, received, spans) -> None:
+    def _emit(self, requests, decoded, results, errors, refused, received, spans) -> None:
         """Hand one event builder per request to the emitter; only what cannot outlive execute() is read here.
 
-        Input arrays may live in Triton's shared memory, so their summaries are taken
-        now (the sums come from decoding); outputs are our own arrays. Dicts, header and
-        encoding happen off the request path.
+        Input arrays may live in Triton's shared memory, so each row's input values are
+        copied now (``row_values``; the sums come from decoding); outputs are our own
+        arrays. Dicts, header, per-row records and encoding happen off the request path.
         """
         completed = time.time_ns() // 1000
         stages = {STAGE_DECODE: spans[0] // 1000, STAGE_MODEL: spans[1] // 1000, STAGE_ENCODE: spans[2] // 1000}
         inputs = {d[0]: d for d in decoded}
         for i, request in enumerate(requests):
-            numeric, categorical, n = [], [], 0
+            numeric: list = []
+            categorical: list = []
+            n, keys = refused.get(i, 0), None
             if i in inputs:
-                _, arrays, n, sums = inputs[i]
-                for spec, arr, total in zip(self.inputs, arrays, sums):
-                    if spec.kind == "numeric":
-                        mean = total / arr.size
-                        if mean != mean:  # NaN rows the model imputes: mean of the present values, if any
-                            present = arr[~np.isnan(arr)]
-                            mean = float(present.mean()) if present.size else mean
-                        numeric.append((spec.column, mean))
-                    elif spec.kind == "categorical":
-                        categorical.append((spec.column, arr.reshape(-1)[0]))
+                _, arrays, n, sums, keys = inputs[i]
+                numeric, categorical = row_values(self.inputs, arrays, sums, n)
             self.emitter.emit(functools.partial(
                 self._event, request.request_id(), is_smoke(request.parameters()), received, completed, stages, n,
-                numeric, categorical, results.get(i), errors[i][0] if i in errors else None))
+                numeric, categorical, keys, results.get(i), errors[i][0] if i in errors else None))
 
-    def _event(self, request_id, smoke, received, completed, stages, n, numeric, categorical, outs,
+    def _event(self, request_id, smoke, received, completed, stages, n, numeric, categorical, keys, outs,
                error) -> InferenceTelemetry:
-        pred, value, conf = self._first_prediction(outs) if outs is not None else ("", 0.0, 0.0)
+        numeric = [c for c in numeric if c[1] == c[1]]    # a column with no value in the request is left out
+        rows = rows_of(self.signature, outs, numeric, categorical, keys) if outs is not None else []
+        first = rows[0] if rows else None
         return telemetry_event(
             request_id=request_id, model_name=self.model_name, model_version=self.model_version,
             received_at=received, completed_at=completed, stages=stages, batch_size=n,
-            numeric={k: v for k, v in numeric if v == v},
-            categorical={k: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for k, v in categorical},
-            prediction=pred, prediction_value=value, confidence=conf, error=error, smoke=smoke)
-
-    def _first_prediction(self, outs: list[np.ndarray]) -> tuple[str, float, float]:
-        scores, label = outs[0], outs[1]
-        if not self.signature.is_classification:
-            v = float(scores.reshape(-1)[0])
-            return f"{v:.6g}", v, 1.0
-        idx = int(label.reshape(-1)[0])
-        labels = self.signature.labels
-        name = labels[idx] if 0 <= idx < len(labels) else str(idx)
-        row = scores.reshape(scores.shape[0], -1)[0]
-        conf = float(row[idx]) if 0 <= idx < row.shape[0] else 0.0
-        return name, float(idx), conf
+            numeric={name: mean for name, mean, _ in numeric},
+            categorical={name: as_text(values[0]) for name, values in categorical if values},
+            prediction=first["prediction"] if first else "", prediction_value=first["prediction_value"] if first
+            else 0.0, confidence=first["confidence"] if first else 0.0, error=error, smoke=smoke, rows=rows)
 
     def finalize(self):
         if getattr(self, "emitter", None) is not None:

@@ -21,11 +21,12 @@ from consumers.drift import MonitorState, check_once, compute
 from infra.clickhouse import ChdbStore, HttpStore
 from infra.clickhouse.engine import ChdbEngine
 from infra.clickhouse.migrate import migrate
-from infra.clickhouse.rows import telemetry_arrow, write_events
+from infra.clickhouse.rows import write_events
 from infra.kafka import EventProducer
 from infra.kafka import topics as T
 from schemas.codec import AvroCodec
 from schemas.events import new_header
+from tests.clickhouse_db import insert_telemetry
 from trainer.stats import column_stats
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -102,7 +103,7 @@ def traffic(store, model: str, n: int, *, shifted: bool, seed: int = 1, version:
     old["header"]["event_time"] = _us(NOW - timedelta(hours=1))
     torn = dict(values[2], header=new_header("serving.triton"), numeric_means=[1.0], categorical_values=[])
     torn["header"]["event_time"] = values[2]["header"]["event_time"]
-    store.insert_arrow("inference_telemetry", telemetry_arrow(values + [bad, old, torn]))
+    insert_telemetry(store, (values + [bad, old, torn]))
     return {"age": age, HOSTILE: other, "region": regions, "__prediction__": preds}
 
 

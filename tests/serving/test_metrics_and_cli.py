@@ -73,16 +73,25 @@ def test_cli_models_list_and_predict(deployed_churn, cli_env, tmp_path):
     out = runner.invoke(app, ["predict", "churn", "--input", str(rows), "--version", "1"], env=cli_env)
     assert out.exit_code == 0, out.output
     lines = out.output.splitlines()   # not a terminal: whole tab-separated rows; the inputs only when asked for
-    assert lines[1] == "row\tprediction\tconfidence" and "APAC" not in out.output
+    assert lines[1] == "row\tprediction\tconfidence\tprediction id" and "APAC" not in out.output
+    ids = [line.split("\t")[3] for line in lines[2:]]
+    assert [i.rsplit(":", 1)[1] for i in ids] == ["0", "1"] and len({i.rsplit(":", 1)[0] for i in ids}) == 1
     assert [line.split("\t")[:2] for line in lines[2:]] in ([["0", p0], ["1", p1]] for p0 in ("yes", "no")
                                                              for p1 in ("yes", "no"))
     wide = runner.invoke(app, ["predict", "churn", "--input", str(rows), "--version", "1", "--show-inputs"],
                          env=cli_env)
-    assert wide.output.splitlines()[1] == "row\tprediction\tconfidence\tage\tincome\tregion"
+    assert wide.output.splitlines()[1] == "row\tprediction\tconfidence\tprediction id\tage\tincome\tregion"
     assert wide.output.splitlines()[3].endswith("\t63\t55000\tAPAC")
     doc = json.loads(runner.invoke(app, ["predict", "churn", "--input", str(rows), "--json"], env=cli_env).output)
     assert [r["row"] for r in doc["predictions"]] == [0, 1] and all(0.5 <= r["confidence"] <= 1
                                                                    for r in doc["predictions"])
+    assert [r["prediction_id"] for r in doc["predictions"]] == [f"{doc['request_id']}:{i}" for i in (0, 1)]
+    keyed = tmp_path / "keyed.json"
+    keyed.write_text(json.dumps({"order": ["o-1", "o-2"], "age": [25, 63], "income": [32000, 55000],
+                                 "region": ["EU", "APAC"]}))
+    doc = json.loads(runner.invoke(app, ["predict", "churn", "--input", str(keyed), "--key-column", "order",
+                                         "--json"], env=cli_env).output)
+    assert [r["key"] for r in doc["predictions"]] == ["o-1", "o-2"]     # sent as row keys, not as a feature
     rows.write_text("{not json")
     bad = runner.invoke(app, ["predict", "churn", "--input", str(rows)], env=cli_env)
     assert isinstance(bad.exception, ServingError) and "not valid JSON" in str(bad.exception)

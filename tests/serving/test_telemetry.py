@@ -109,5 +109,14 @@ def test_served_requests_emit_telemetry_that_arrives_in_kafka(deployed_churn, mo
     assert ev["confidence"] == pytest.approx(float(scores[0, label[0, 0]]), rel=1e-5)
     assert set(ev["stage_latency_us"]) == set(STAGES) and ev["latency_us"] >= ev["stage_latency_us"]["model"]
     assert ev["completed_at"] >= ev["received_at"]
+    # Every row of the batch, not only row 0.
+    assert [r["index"] for r in ev["rows"]] == list(range(4)) and all(r["key"] is None for r in ev["rows"])
+    assert [r["prediction"] for r in ev["rows"]] == [["no", "yes"][int(k)] for k in label[:, 0]]
+    assert [r["confidence"] for r in ev["rows"]] == pytest.approx([float(scores[i, label[i, 0]]) for i in range(4)],
+                                                                  rel=1e-5)
+    np.testing.assert_allclose([r["scores"] for r in ev["rows"]], scores, rtol=1e-5)
+    np.testing.assert_allclose([r["numeric"] for r in ev["rows"]], np.column_stack([SAMPLE["age"], SAMPLE["income"]]))
+    assert [r["categorical"] for r in ev["rows"]] == [[str(v)] for v in SAMPLE["region"]]
     bad = found[bad_id]
-    assert bad["status"] == "error" and "NaN" in bad["error"] and bad["batch_size"] == 0
+    assert bad["status"] == "error" and "NaN" in bad["error"] and bad["batch_size"] == 4   # the rows it held
+    assert bad["rows"] == []                                                            # none was served

@@ -70,9 +70,12 @@ def _read_columns(path: Path) -> dict[str, list]:
     return {k: v if isinstance(v, list) else [v] for k, v in data.items()}
 
 
-def _prediction_rows(sig, out, columns: dict[str, list], show_inputs: bool) -> list[dict]:
-    """One dict per row: index, prediction and confidence first; the inputs only when asked for."""
+def _prediction_rows(sig, answer, columns: dict[str, list], show_inputs: bool) -> list[dict]:
+    """One dict per row: index, prediction and confidence first, then its prediction id (and key) for reporting
+    its outcome; the inputs only when asked for."""
+    out = answer.outputs
     scores, label = (out[o.name] for o in sig.outputs)
+    ids = answer.prediction_ids
     rows = []
     for row in range(scores.shape[0]):
         r: dict = {"row": row}
@@ -82,6 +85,9 @@ def _prediction_rows(sig, out, columns: dict[str, list], show_inputs: bool) -> l
             r["confidence"] = float(scores[row].reshape(-1)[idx])
         else:
             r["prediction"] = float(scores[row].reshape(-1)[0])
+        r["prediction_id"] = ids[row]
+        if answer.row_keys is not None:
+            r["key"] = answer.row_keys[row]
         if show_inputs:
             r["inputs"] = {k: v[row] for k, v in columns.items() if row < len(v)}
         rows.append(r)
@@ -100,6 +106,8 @@ def predict(
                                help="JSON object: column name → list of values (one per row)."),
     version: int | None = typer.Option(None, "--version", help="Version to ask for (default: the serving one)."),
     show_inputs: bool = typer.Option(False, "--show-inputs", help="Also show each row's inputs (long ones cut)."),
+    key_column: str | None = typer.Option(None, "--key-column", help="Input column holding your own row keys "
+                                          "(not sent as a feature): outcomes can then be reported by those keys."),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (inputs in full)."),
 ) -> None:
     """Send rows to a served model and print row, prediction and confidence."""
@@ -107,26 +115,33 @@ def predict(
     from serving.client import ModelClient
 
     columns = _read_columns(input)
+    keys = None
+    if key_column is not None:
+        if key_column not in columns:
+            raise typer.BadParameter(f"no column {key_column!r} in {input}", param_hint="--key-column")
+        keys = [str(k) for k in columns.pop(key_column)]
     with ModelClient.from_settings(load_settings()) as client:
         sig = client.signature(model)
-        out = client.predict(model, columns, version=version)
-    rows = _prediction_rows(sig, out, columns, show_inputs)
+        answer = client.predict_rows(model, columns, version=version, row_keys=keys)
+    rows = _prediction_rows(sig, answer, columns, show_inputs)
     if as_json:
-        print_json({"model": model, "version": version, "predictions": rows})
+        print_json({"model": model, "version": version, "request_id": answer.request_id, "predictions": rows})
         return
     table = Table(title=f"{model}" + (f" v{version}" if version else ""), title_justify="left")
     table.add_column("row", justify="right")
     table.add_column("prediction", style="bold", no_wrap=True)
     if sig.is_classification:
         table.add_column("confidence", no_wrap=True)
-    keys = list(columns) if show_inputs else []
-    for k in keys:
+    table.add_column("prediction id" if keys is None else "key", style="dim", no_wrap=True)
+    shown = list(columns) if show_inputs else []
+    for k in shown:
         table.add_column(k, style="dim", overflow="ellipsis")
     for r in rows:
         cells = [str(r["row"]), str(r["prediction"]) if sig.is_classification else f"{r['prediction']:.6g}"]
         if sig.is_classification:
             cells.append(f"{r['confidence']:.3f}")
-        cells += [_cell(r["inputs"].get(k, "")) for k in keys]
+        cells.append(r["prediction_id"] if keys is None else r["key"])
+        cells += [_cell(r["inputs"].get(k, "")) for k in shown]
         table.add_row(*cells)
     show(table, console)
 

@@ -1,4 +1,4 @@
--- How often each prediction was served since {since}, and its share, per model version.
+-- How often each prediction was served since {since} (rows, not requests), and its share, per model version.
 SELECT
     model_name,
     model_version,
@@ -13,7 +13,7 @@ FROM
         model_version,
         sumMap(predictions)          AS dist,
         avgMerge(confidence_avg)     AS avg_confidence
-    FROM telemetry_minute
+    FROM rows_minute
     WHERE ({model:String} = '' OR model_name = {model:String})
       AND minute >= toStartOfMinute({since:DateTime64(6)})
     GROUP BY model_name, model_version

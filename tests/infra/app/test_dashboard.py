@@ -28,10 +28,11 @@ from infra.app.cli.main import app
 from infra.app.dashboard import PANELS, DashboardServer, Filters
 from infra.clickhouse import HttpStore
 from infra.clickhouse.migrate import migrate
-from infra.clickhouse.rows import telemetry_arrow, write_events
+from infra.clickhouse.rows import write_events
 from schemas.codec import AvroCodec
 from schemas.events import new_header
 from serving.telemetry_losses import loss_report
+from tests.clickhouse_db import insert_telemetry
 
 pytestmark = pytest.mark.stack
 
@@ -76,7 +77,7 @@ def store(clickhouse_owner, base_settings):
                              "completed_at": _us(at), "latency_us": 800 * (i + 1), "batch_size": 1,
                              "prediction": "yes" if i % 3 else "no", "confidence": 0.9,
                              "status": "error" if (version == 2 and i == 0) else "ok"})
-    s.insert_arrow("inference_telemetry", telemetry_arrow(rows))
+    insert_telemetry(s, (rows))
     write_events(s, _decoded([
         ("ModelDeployed", {"header": _header("serving.deployer", NOW - timedelta(minutes=4)), "model_name": "churn",
                            "model_version": 2, "previous_version": 1, "action": "promote", "artifact_uri": "a",

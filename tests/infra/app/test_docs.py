@@ -318,14 +318,15 @@ def sql_env(clickhouse_owner, base_settings):
 
     from infra.clickhouse import HttpStore
     from infra.clickhouse.migrate import migrate
-    from infra.clickhouse.rows import telemetry_arrow, write_events
+    from infra.clickhouse.rows import write_events
+    from tests.clickhouse_db import insert_telemetry
 
     samples = _clickhouse_fixtures()
     settings = base_settings.with_overrides(clickhouse={"database": f"t_{uuid.uuid4().hex[:12]}"})
     store = HttpStore(clickhouse_owner.url, database=settings.clickhouse.database)
     migrate(store, settings.clickhouse)
     write_events(store, samples._lifecycle())
-    store.insert_arrow("inference_telemetry", telemetry_arrow([samples._telemetry(at=samples.BASE) for _ in range(5)]))
+    insert_telemetry(store, ([samples._telemetry(at=samples.BASE) for _ in range(5)]))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBUS_")}
     env.update({"MODELBUS_CLICKHOUSE__URL": clickhouse_owner.url,
                 "MODELBUS_CLICKHOUSE__DATABASE": settings.clickhouse.database})

@@ -24,8 +24,9 @@ from infra.clickhouse import ChdbStore
 from infra.clickhouse.dashboards import load_dashboard_queries
 from infra.clickhouse.engine import ChdbEngine
 from infra.clickhouse.migrate import migrate
-from infra.clickhouse.rows import telemetry_arrow, write_events
+from infra.clickhouse.rows import write_events
 from schemas.events import new_header
+from tests.clickhouse_db import insert_telemetry
 
 NOW = datetime.now(UTC)
 
@@ -89,7 +90,7 @@ def test_stale_file_is_reported(tmp_path):
 
 
 def test_every_panel_query_runs_with_hostile_variables(store):
-    store.insert_arrow("inference_telemetry", telemetry_arrow(
+    insert_telemetry(store, (
         [_telemetry("churn", 1, m, "yes") for m in range(1, 6)] + [_telemetry("o'brien\\", 2, 2, "no")]))
     h = new_header("monitoring.drift")
     h["event_time"] = int((NOW - timedelta(minutes=3)).timestamp() * 1e6)

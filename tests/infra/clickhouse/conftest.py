@@ -10,18 +10,16 @@ Each test gets a fresh database with the migrations applied, so tests never see 
 
 from __future__ import annotations
 
-import io
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import fastavro
 import pytest
 
 from infra.clickhouse import ChdbStore, HttpStore
 from infra.clickhouse.engine import ChdbEngine
 from infra.clickhouse.migrate import migrate
-from schemas.catalog import catalog
 from schemas.events import new_header
+from tests.clickhouse_db import telemetry_container
 
 # Recent on purpose: rows older than the telemetry TTL are dropped by ClickHouse at insert.
 BASE = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
@@ -81,21 +79,11 @@ def _telemetry(model="churn", version=1, *, at=BASE, latency_us=1000, status="ok
             else 0.0, "confidence": confidence, "status": status, "error": None if status == "ok" else "boom"}
 
 
-def _avro_container(values, coords) -> bytes:
-    """An Avro object container as the telemetry sink builds it: the event schema plus kafka_* fields."""
-    schema = dict(catalog().get("InferenceTelemetry").expanded)
-    schema["fields"] = [*schema["fields"], {"name": "kafka_topic", "type": "string"},
-                        {"name": "kafka_partition", "type": "int"}, {"name": "kafka_offset", "type": "long"}]
-    buf = io.BytesIO()
-    records = [dict(v, kafka_topic=t, kafka_partition=p, kafka_offset=o) for v, (t, p, o) in zip(values, coords)]
-    fastavro.writer(buf, fastavro.parse_schema(schema), records)
-    return buf.getvalue()
-
-
 @pytest.fixture
 def avro_container():
-    """``avro_container(values, [(topic, partition, offset), ...])``: telemetry bytes as the sink inserts them."""
-    return _avro_container
+    """``avro_container(values, [(topic, partition, offset), ...])``: telemetry bytes as the sink inserts them
+    (a request without ``rows`` gets its one row, see ``tests.clickhouse_db.with_rows``)."""
+    return telemetry_container
 
 
 @pytest.fixture

@@ -42,9 +42,16 @@ def test_every_telemetry_field_of_the_avro_contract_has_a_column(store):
         "SELECT name FROM system.columns WHERE database = {db:String} AND table = 'inference_telemetry'",
         {"db": store.database})}
     schema = catalog().get("InferenceTelemetry").expanded
-    fields = {f["name"] for f in schema["fields"] if f["name"] != "header"}
+    fields = {f["name"] for f in schema["fields"] if f["name"] not in ("header", "rows")}
     header = {f["name"] for f in schema["fields"][0]["type"]["fields"]}
     assert fields | header | {"kafka_topic", "kafka_partition", "kafka_offset"} <= cols
+    # Each served row lands in inference_rows, one column per TelemetryRow field.
+    row_cols = {r["name"] for r in store.query_rows(
+        "SELECT name FROM system.columns WHERE database = {db:String} AND table = 'inference_rows'",
+        {"db": store.database})}
+    (rows,) = [f for f in schema["fields"] if f["name"] == "rows"]
+    renamed = {"index": "row_index", "key": "row_key", "numeric": "numeric_values", "categorical": "categorical_values"}
+    assert {renamed.get(f["name"], f["name"]) for f in rows["type"]["items"]["fields"]} <= row_cols
 
 
 def test_arrow_round_trip_keeps_values_and_types(store, make_telemetry, minute):

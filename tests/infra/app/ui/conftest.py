@@ -14,14 +14,14 @@ from functools import partial
 import pytest
 
 from infra.app.ui import UIServer
-from infra.clickhouse.rows import telemetry_arrow, write_events
+from infra.clickhouse.rows import write_events
 from infra.kafka.admin import ensure_topics
 from infra.kafka.dead_letters import dead_letters
 from infra.kafka.dlq import send_to_dlq
 from infra.kafka.producer import EventProducer
 from schemas.codec import AvroCodec
 from schemas.events import new_header
-from tests.clickhouse_db import migrated_store, private_settings
+from tests.clickhouse_db import insert_telemetry, migrated_store, private_settings
 from tests.event_samples import samples
 
 NOW = datetime.now(UTC).replace(second=30, microsecond=0)   # mid-minute: no request straddles a minute
@@ -118,7 +118,7 @@ def seed(store) -> None:
                                   _model(1, "run-a", 0.91, t), _model(2, "run-b", 0.93, t + timedelta(minutes=5)),
                                   _model(3, "run-d", 0.80, t + timedelta(minutes=9)),
                                   _model(1, "run-x", 0.7, t, name=ODD), *_decisions()]))
-    store.insert_arrow("inference_telemetry", telemetry_arrow(_telemetry()))
+    insert_telemetry(store, (_telemetry()))
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ def test_ui_serves_pages_to_curl_and_a_taken_port_is_one_clear_line(ui_settings,
     proc = _start(ui_settings, port)
     try:
         deadline = time.monotonic() + 60
-        while (out := _curl(f"http://127.0.0.1:{port}/healthz")).returncode != 0 and time.monotonic() < deadline:
+        while _curl(f"http://127.0.0.1:{port}/healthz").returncode != 0 and time.monotonic() < deadline:
             assert proc.poll() is None, proc.stderr.read()
             time.sleep(0.3)
         page = _curl(f"http://127.0.0.1:{port}/runs?status=finished")
