@@ -12,6 +12,7 @@ CONSUMERS: dict[str, tuple[str, str]] = {
     "deployer": ("consumers.deployer", "model-registered → promotion gate → Triton → model-deployed/rejected"),
     "telemetry-sink": ("consumers.telemetry_sink", "inference telemetry → ClickHouse"),
     "metadata-sink": ("consumers.metadata_sink", "lifecycle events → ClickHouse metadata tables"),
+    "outcome-sink": ("consumers.outcome_sink", "outcomes → ClickHouse, joined to the rows they are the truth of"),
     "drift-monitor": ("consumers.drift", "live traffic vs reference → drift-detected (→ retraining, opt-in)"),
     "metrics-scraper": ("consumers.scraper", "Triton Prometheus metrics → serving-metrics topic"),
 }

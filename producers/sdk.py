@@ -4,6 +4,7 @@
     with ModelBus() as mb:                                   # settings from env / MODELBUS_CONFIG
         res = mb.push_dataset(df, name="churn", label="churned", slice_by=["region"])
         mb.request_training("churn", spec={"epochs": 5})
+        mb.report_outcome("churn", prediction_id=pid, label="yes")   # what really happened, when it is known
 
 Every write goes through the artifact store and every signal through Kafka as an
 Avro event, exactly like the CLI; the client only bundles settings, the store,
@@ -14,8 +15,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from pydantic import BaseModel
 
@@ -26,6 +28,7 @@ from producers.datasets.push import Progress, PushResult, push_dataset
 from producers.datasets.registry import ArtifactDatasetRegistry, DatasetRegistry
 from producers.datasets.spec import DatasetSpec, build_spec, check_dataset_name
 from producers.errors import DatasetNotFoundError, InvalidNameError, InvalidSpecError, ProducerError
+from producers.outcomes import Outcome, as_outcomes
 from schemas.events import new_header
 from schemas.types import TrainingRequested
 
@@ -116,6 +119,34 @@ class ModelBus:
         }
         self.publish("TrainingRequested", value, key=dataset_name)
         return request_id
+
+    def report_outcome(self, model_name: str, *, prediction_id: str | None = None, key: str | None = None,
+                       label: str | None = None, value: float | None = None, observed_at: datetime | None = None,
+                       source: str = "") -> str:
+        """Report one prediction's true outcome (by its prediction id or your row key); returns the event id.
+        For many, ``report_outcomes`` sends them in one batch."""
+        return self.report_outcomes([{"model_name": model_name, "prediction_id": prediction_id, "key": key,
+                                      "label": label, "value": value, "observed_at": observed_at,
+                                      "source": source}])[0]
+
+    def report_outcomes(self, outcomes: Iterable[Outcome | Mapping[str, Any]], *,
+                        correlation_id: str | None = None,
+                        progress: Callable[[int, int], None] | None = None) -> list[str]:
+        """Report many outcomes as one batch: all are checked first (``InvalidOutcomeError`` naming the bad one,
+        nothing published), then sent and flushed once. Returns the event ids, in order."""
+        checked = as_outcomes(outcomes)
+        topic = self.settings.topic(topics.OUTCOMES_OBSERVED)
+        ids = []
+        for i, o in enumerate(checked):
+            event = o.event(self.name, correlation_id)
+            self.producer.send(topic, "OutcomeObserved", event, key=o.kafka_key)
+            ids.append(str(event["header"]["event_id"]))
+            if progress is not None and (i + 1) % 1000 == 0:
+                progress(i + 1, len(checked))
+        self.producer.flush()
+        if progress is not None:
+            progress(len(checked), len(checked))
+        return ids
 
     def publish(self, event_type: str, value: Mapping[str, Any], key: str | None = None, *,
                 topic: str | None = None) -> str:

@@ -35,6 +35,7 @@ EVENTS: tuple[str, ...] = (
     "InferenceTelemetry",
     "DriftDetected",
     "ServerMetrics",
+    "OutcomeObserved",
 )
 
 

@@ -333,6 +333,27 @@ class ServerMetrics(TypedDict):
     samples: list[MetricSample]  # Samples of the scrape.
 
 
+class OutcomeObserved(TypedDict):
+    """The true outcome of a served prediction, reported by an upstream app when it became known (seconds or weeks
+    later). Names the prediction by its prediction id ('<request_id>:<row>') or by the client's own row key. Key: the
+    prediction id, or '<model_name>/<key>'.
+    """
+
+    header: EventHeader
+    model_name: str  # Model whose prediction this is the outcome of.
+    # '<request_id>:<row>' as returned with the prediction. Exactly one of prediction_id and key is set.
+    prediction_id: NotRequired[str | None]
+    # The client's own row key, sent with the request (modelbus_row_keys); unique per model. Exactly one of
+    # prediction_id and key is set.
+    key: NotRequired[str | None]
+    # The true class (classification), one of the model's labels. Exactly one of label and value is set.
+    label: NotRequired[str | None]
+    value: NotRequired[float | None]  # The true value (regression). Exactly one of label and value is set.
+    # When the outcome was observed. Of several reports for one prediction the latest observation wins.
+    observed_at: TimestampMicros
+    source: NotRequired[str]  # Who observed it (an app, a labelling team, a file), for audit.
+
+
 # The event types, by their catalogue name.
 EVENT_TYPES: dict[str, type] = {
     "DatasetCreated": DatasetCreated,
@@ -344,4 +365,5 @@ EVENT_TYPES: dict[str, type] = {
     "InferenceTelemetry": InferenceTelemetry,
     "DriftDetected": DriftDetected,
     "ServerMetrics": ServerMetrics,
+    "OutcomeObserved": OutcomeObserved,
 }

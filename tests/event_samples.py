@@ -35,7 +35,7 @@ def samples(name: str, n: int = 5):
         rec["header"]["event_id"] = str(uuid.uuid4())
         rec["header"]["event_time"] = abs(rec["header"]["event_time"]) % (2**50)
         for k, v in list(rec.items()):
-            if k in ("received_at", "completed_at", "window_start", "window_end"):
+            if k in ("received_at", "completed_at", "window_start", "window_end", "observed_at"):
                 rec[k] = abs(v) % (2**50)
         out.append(rec)
     return out
@@ -46,7 +46,8 @@ def for_apache(rec):
     import datetime as dt
 
     def conv(k, v):
-        if k in ("event_time", "received_at", "completed_at", "window_start", "window_end") and isinstance(v, int):
+        if k in ("event_time", "received_at", "completed_at", "window_start", "window_end", "observed_at") \
+                and isinstance(v, int):
             return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=v)
         if isinstance(v, dict):
             return {kk: conv(kk, vv) for kk, vv in v.items()}

@@ -18,7 +18,9 @@ Outcome of a handler, per event (the one policy every runtime shares, ``infra/ka
 * anything else      → retried with backoff; after ``max_attempts`` → DLQ
 
 Each attempt reaches the handler as ``Envelope.attempt`` (and ``last_attempt``); ``on_error`` is
-the stage's error callback (see ``outcome.py``).
+the stage's error callback (see ``outcome.py``). A handler that batches its outputs (a sink writing
+many events per insert) passes ``before_commit``: it runs before every commit, and when it raises the
+commit waits for the next try, so no offset is committed ahead of its outputs.
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ class ConsumerRunner:
                  producer: EventProducer | None = None, codec: AvroCodec | None = None, max_batch: int = 500,
                  max_attempts: int = 5, backoff_s: float = 0.5, expected_types: Iterable[str] | None = None,
                  consumer_overrides: dict[str, Any] | None = None, processed: ProcessedLog | None = None,
-                 on_error: ErrorCallback | None = None, stop_event: threading.Event | None = None):
+                 on_error: ErrorCallback | None = None, stop_event: threading.Event | None = None,
+                 before_commit: Callable[[], None] | None = None):
         self.settings = settings
         self.name = name
         self.group_id = group_id
@@ -79,6 +82,7 @@ class ConsumerRunner:
         self.max_batch = max_batch
         self.policy = RetryPolicy(max_attempts=max_attempts, backoff_s=backoff_s)
         self.on_error = on_error
+        self.before_commit = before_commit   # makes a batching handler's buffered outputs durable
         self.edge = Edge(settings, self.codec, expected_types, max_attempts=max_attempts)
         self.stats = RunnerStats()
         conf = consumer_config(settings.kafka, group_id, **(consumer_overrides or {}))
@@ -291,6 +295,13 @@ class ConsumerRunner:
             pending = {tp: off for tp, off in self._progress.items() if only is None or tp in only}
         if not pending:
             return
+        if self.before_commit is not None:
+            try:
+                self.before_commit()    # the handler's buffered outputs (e.g. rows for ClickHouse) first
+            except Exception as exc:   # noqa: BLE001 - not durable yet: keep the offsets for the next try
+                log.warning("%s: outputs not yet durable, commit of %s postponed: %s", self.name,
+                            _fmt([TopicPartition(t, p, o) for (t, p), o in pending.items()]), exc)
+                return
         try:
             self.producer.flush(30)   # outputs and dead letters first: commit only what is durable
         except DeliveryError as exc:

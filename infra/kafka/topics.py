@@ -19,6 +19,7 @@ MODELS_REJECTED = "models.rejected"
 INFERENCE_TELEMETRY = "inference.telemetry"
 MONITORING_DRIFT = "monitoring.drift"
 SERVING_METRICS = "serving.metrics"
+OUTCOMES_OBSERVED = "outcomes.observed"
 DLQ_SUFFIX = ".dlq"
 
 
@@ -46,6 +47,8 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     TopicSpec(INFERENCE_TELEMETRY, ("InferenceTelemetry",), "served models inside Triton", "telemetry sink"),
     TopicSpec(MONITORING_DRIFT, ("DriftDetected",), "drift monitor", "metadata sink"),
     TopicSpec(SERVING_METRICS, ("ServerMetrics",), "Triton metrics scraper, telemetry loss reports", "metadata sink"),
+    TopicSpec(OUTCOMES_OBSERVED, ("OutcomeObserved",), "upstream apps: SDK `report_outcome`, `modelbus outcome push`",
+              "outcome sink"),
 )
 
 BY_NAME = {t.name: t for t in CATALOGUE}

@@ -21,6 +21,7 @@ _SUBCOMMANDS: list[tuple[str, str, str | None]] = [
     ("infra.app.cli.train", "app", None),              # train / runs
     ("infra.app.cli.models", "app", None),              # models / predict / rollback
     ("infra.app.cli.consumer", "app", "consumer"),      # long-running consumers
+    ("infra.app.cli.outcome", "app", "outcome"),        # outcome push
     ("infra.app.cli.metrics", "app", None),        # sql / dashboard
     ("infra.app.cli.ui", "app", None),             # ui
     ("infra.app.cli.demo", "app", None),       # demo

@@ -1,0 +1,118 @@
+"""Pure builders of the outcome sink: what a report refers to, whether it fits its model, and its rows.
+
+No I/O here (``consumers/outcome_sink.py`` does the reading and writing), so each
+rule has a plain test: ``tests/consumers/test_outcome_rows.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Mapping, Sequence
+
+from infra.clickhouse.rows import _ts
+from infra.errors import PoisonEvent
+
+PREDICTION_ID = re.compile(r"^.+:\d+$")
+MAX_TEXT = 256
+UNKNOWN_PREDICTION = "unknown prediction"
+UNKNOWN_MODEL = "unknown model"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the sink needs of a registered model: its task and each version's class labels."""
+
+    task: str
+    labels: Mapping[int, tuple[str, ...]]      # version → labels by output index
+
+    @property
+    def all_labels(self) -> set[str]:
+        return {label for labels in self.labels.values() for label in labels}
+
+
+def ref_of(outcome: Mapping[str, Any]) -> str:
+    """'id:<prediction_id>' or 'key:<row_key>'; PoisonEvent when the report names neither or both, or badly."""
+    pid, key = outcome.get("prediction_id"), outcome.get("key")
+    if (pid is None) == (key is None):
+        raise PoisonEvent("an outcome names exactly one of prediction_id and key; this one names "
+                          + ("both" if pid is not None else "neither"))
+    if pid is not None:
+        if len(pid) > MAX_TEXT or not PREDICTION_ID.match(pid):
+            raise PoisonEvent(f"malformed prediction_id {pid[:80]!r}: expected '<request_id>:<row>'")
+        return f"id:{pid}"
+    if not key or len(key) > MAX_TEXT:
+        raise PoisonEvent(f"malformed key: must be 1 to {MAX_TEXT} characters")
+    return f"key:{key}"
+
+
+def check_fits(outcome: Mapping[str, Any], model: ModelInfo) -> None:
+    """PoisonEvent when the outcome's type or class does not fit the model (wrong label type, unknown class)."""
+    label, value, name = outcome.get("label"), outcome.get("value"), outcome["model_name"]
+    if (label is None) == (value is None):
+        raise PoisonEvent("an outcome carries exactly one of label and value")
+    if model.task == "classification":
+        if label is None:
+            raise PoisonEvent(f"model {name} is a classifier: its outcomes carry a label, not the value {value}")
+        if label not in model.all_labels:
+            raise PoisonEvent(f"label {label[:80]!r} is not one of model {name}'s classes "
+                              f"{sorted(model.all_labels)[:20]}")
+    else:
+        if value is None:
+            raise PoisonEvent(f"model {name} is a regressor: its outcomes carry a value, not the label {label!r}")
+        if not math.isfinite(value):
+            raise PoisonEvent(f"outcome value {value} is not a finite number")
+
+
+def _micros(value: Any) -> int:
+    """Epoch microseconds of an aware datetime, epoch micros, or the UTC text ``_ts`` writes."""
+    if isinstance(value, str):
+        value = datetime.strptime(value, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
+    if isinstance(value, datetime):
+        return int((value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp() * 1_000_000)
+    return int(value)
+
+
+def outcome_row(event_id: str, header: Mapping[str, Any], outcome: Mapping[str, Any], ref: str) -> dict[str, Any]:
+    return {"event_id": event_id, "event_time": _ts(_micros(header["event_time"])), "producer": header["producer"],
+            "model_name": outcome["model_name"], "ref": ref, "prediction_id": outcome.get("prediction_id"),
+            "row_key": outcome.get("key"), "label": outcome.get("label"), "value": outcome.get("value"),
+            "observed_at": _ts(_micros(outcome["observed_at"])), "source": outcome.get("source") or ""}
+
+
+def labelled_row(outcome: Mapping[str, Any], served: Mapping[str, Any], model: ModelInfo) -> dict[str, Any]:
+    """The served row beside its outcome; the true class is indexed in the labels of the version that served."""
+    labels = model.labels.get(int(served["model_version"]), ())
+    label = outcome["label"]
+    classification = model.task == "classification"
+    served_at, observed_at = _micros(served["event_time"]), _micros(outcome["observed_at"])
+    return {
+        "model_name": outcome["model_name"], "model_version": int(served["model_version"]), "ref": outcome["ref"],
+        "prediction_id": served["prediction_id"], "row_key": served.get("row_key"), "served_at": _ts(served_at),
+        "observed_at": _ts(observed_at), "label_delay_s": (observed_at - served_at) / 1e6, "task": model.task,
+        "prediction": served["prediction"],
+        "predicted_index": int(served["prediction_value"]) if classification else -1,
+        "prediction_value": float(served["prediction_value"]), "confidence": float(served["confidence"]),
+        "scores": list(served.get("scores") or []), "label": label,
+        "label_index": labels.index(label) if classification and label in labels else -1,
+        "value": outcome.get("value"), "categorical_names": list(served.get("categorical_names") or []),
+        "categorical_values": list(served.get("categorical_values") or []),
+        "outcome_event_id": outcome["event_id"]}
+
+
+def orphan_row(outcome: Mapping[str, Any], reason: str, *, resolved: bool, now_us: int) -> dict[str, Any]:
+    return {"model_name": outcome["model_name"], "ref": outcome["ref"], "prediction_id": outcome.get("prediction_id"),
+            "row_key": outcome.get("row_key", outcome.get("key")), "label": outcome.get("label"),
+            "value": outcome.get("value"), "observed_at": _ts(_micros(outcome["observed_at"])),
+            "source": outcome.get("source") or "", "reason": reason, "resolved": resolved,
+            "outcome_event_id": outcome.get("event_id", outcome.get("outcome_event_id", "")),
+            "updated_at": _ts(now_us)}
+
+
+def split_refs(outcomes: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str]]:
+    """Prediction ids and row keys of a batch of one model's outcomes, for one lookup of their rows."""
+    ids = [o["ref"][3:] for o in outcomes if o["ref"].startswith("id:")]
+    keys = [o["ref"][4:] for o in outcomes if o["ref"].startswith("key:")]
+    return ids, keys
