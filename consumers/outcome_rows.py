@@ -25,7 +25,7 @@ UNKNOWN_MODEL = "unknown model"
 class ModelInfo:
     """What the sink needs of a registered model: its task and each version's class labels."""
 
-    task: str
+    task: str                                  # 'binary', 'multiclass' or 'regression'
     labels: Mapping[int, tuple[str, ...]]      # version → labels by output index
 
     @property
@@ -53,7 +53,7 @@ def check_fits(outcome: Mapping[str, Any], model: ModelInfo) -> None:
     label, value, name = outcome.get("label"), outcome.get("value"), outcome["model_name"]
     if (label is None) == (value is None):
         raise PoisonEvent("an outcome carries exactly one of label and value")
-    if model.task == "classification":
+    if model.task != "regression":
         if label is None:
             raise PoisonEvent(f"model {name} is a classifier: its outcomes carry a label, not the value {value}")
         if label not in model.all_labels:
@@ -86,7 +86,7 @@ def labelled_row(outcome: Mapping[str, Any], served: Mapping[str, Any], model: M
     """The served row beside its outcome; the true class is indexed in the labels of the version that served."""
     labels = model.labels.get(int(served["model_version"]), ())
     label = outcome["label"]
-    classification = model.task == "classification"
+    classification = model.task != "regression"
     served_at, observed_at = _micros(served["event_time"]), _micros(outcome["observed_at"])
     return {
         "model_name": outcome["model_name"], "model_version": int(served["model_version"]), "ref": outcome["ref"],

@@ -151,6 +151,18 @@ class BehaviourTestResult(TypedDict):
     detail: NotRequired[str]  # Human-readable explanation with the numbers.
 
 
+class Calibration(TypedDict):
+    """A classifier's confidences calibrated on its validation split (isotonic regression), as piecewise-linear maps,
+    for estimating live quality before labels arrive (CBPE).
+    """
+
+    confidence: list[float]  # Knots: top-class probability.
+    accuracy: list[float]  # P(prediction correct) at each confidence knot.
+    positive_score: NotRequired[list[float]]  # Knots: probability of class 1 (two classes only).
+    positive_rate: NotRequired[list[float]]  # P(class 1) at each positive_score knot.
+    n: int  # Validation rows the maps were fitted on.
+
+
 class ModelRegistered(TypedDict):
     """A trained, evaluated model is exported and durable in the artifact store. Key: model name."""
 
@@ -181,6 +193,9 @@ class ModelRegistered(TypedDict):
     test_predictions_uri: NotRequired[str | None]
     # Behavioural tests declared by the training spec, run on the exported model.
     behaviour_tests: NotRequired[list[BehaviourTestResult]]
+    # Confidence calibration on the validation split (classification), for label-free live quality estimates; null
+    # for regression, too few validation rows, or events written before it existed.
+    calibration: NotRequired[Calibration | None]
 
 
 class GateCheck(TypedDict):

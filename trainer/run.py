@@ -24,6 +24,7 @@ from schemas.types import BehaviourTestResult
 from trainer.auto import Candidate, ensemble, first_deadline, run_deadline, search, seeded_fit
 from trainer.baselines import run_baselines
 from trainer.behaviour import run_behaviour_tests
+from trainer.calibration import fit_calibration
 from trainer.checks import run_checks
 from trainer.data import Split, Table, as_table, encode_labels, row_hashes, row_ids, split_indices
 from trainer.errors import TrainingCheckError
@@ -78,6 +79,7 @@ class TrainResult:
     split_sizes: dict[str, int]
     warnings: tuple[str, ...]
     behaviour_tests: tuple[BehaviourTestResult, ...] = ()
+    calibration: dict[str, Any] | None = None   # trainer.calibration: for label-free live quality estimates
 
     def final_metrics(self) -> dict[str, float]:
         """Flat map for TrainingRunUpdated: ``test_<metric>`` and ``baseline_<name>_<metric>``."""
@@ -162,6 +164,8 @@ def train_and_evaluate(data: Any, info: DatasetInfo, spec: TrainingSpec, out_dir
     test_frame = table.frame.iloc[split.test][shown].reset_index(drop=True)
     slices = slice_metrics(info.task, test_frame, info.slice_columns, y_test, test_out, min_rows=spec.min_slice_rows)
     train_out = _outputs(net, sets["train"].inputs, prep, regression, device)
+    calibration = fit_calibration(info.task, y[split.val], _outputs(net, sets["val"].inputs, prep, regression,
+                                                                     device))
     net = net.cpu().eval()
     ref_stats = _reference_stats(table, split, prep, train_out, labels, regression)
     step("evaluate", 2, 3)
@@ -209,7 +213,7 @@ def train_and_evaluate(data: Any, info: DatasetInfo, spec: TrainingSpec, out_dir
         params=params, seed=spec.seed, duration_s=time.perf_counter() - started, environment=env,
         code_version=code_version(), history=fitted.history, best_epoch=fitted.best_epoch,
         epochs_run=fitted.epochs_run, resumed_from_epoch=fitted.resumed_from, split_sizes=split.sizes(),
-        warnings=tuple(warnings), behaviour_tests=tuple(behaviour))
+        warnings=tuple(warnings), behaviour_tests=tuple(behaviour), calibration=calibration)
 
 
 def _raw_numeric(table: Table, prep: Preprocessing, rows: np.ndarray) -> np.ndarray | None:

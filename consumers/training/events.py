@@ -87,6 +87,7 @@ def model_registered(job: Any, result: Any, *, version: int, artifact_uri: str, 
         "test_predictions_uri": (f"{artifact_uri.rstrip('/')}/{result.files['test_predictions']}"
                                  if "test_predictions" in result.files else None),
         "behaviour_tests": list(getattr(result, "behaviour_tests", ())),   # trainer.behaviour builds them
+        "calibration": getattr(result, "calibration", None),                 # trainer.calibration
     }
 
 

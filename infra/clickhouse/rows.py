@@ -79,12 +79,16 @@ def rows_for(event_type: str, value: dict[str, Any]) -> dict[str, list[dict[str,
                 "column_stats": _stats_rows(head, "dataset", value["name"], value["version"], value["statistics"])}
     if event_type == "ModelRegistered":
         slices = value["slice_metrics"]
-        row = {**head, **_plain(value, ["slice_metrics", "reference_stats", "behaviour_tests"]),
+        row = {**head, **_plain(value, ["slice_metrics", "reference_stats", "behaviour_tests", "calibration"]),
                **_nested("slice_metrics", slices, ("column", "value", "count", "metrics")),
                **_nested("behaviour_tests", value.get("behaviour_tests") or [], _BEHAVIOUR_FIELDS)}
+        cal = value.get("calibration")
         return {"models": [row],
                 "column_stats": _stats_rows(head, "model", value["model_name"], str(value["model_version"]),
-                                            value["reference_stats"])}
+                                            value["reference_stats"]),
+                "model_calibration": [{"event_id": head["event_id"], "event_time": head["event_time"],
+                                       "model_name": value["model_name"], "model_version": value["model_version"],
+                                       **cal}] if cal else []}
     if event_type in ("ModelDeployed", "DeploymentRejected"):
         return {TABLES[event_type]: [{**head, **_plain(value, ["checks"]), **_checks(value["checks"])}]}
     if event_type == "DriftDetected":

@@ -7,7 +7,7 @@ import pytest
 from consumers.outcome_rows import ModelInfo, check_fits, labelled_row, ref_of
 from infra.errors import PoisonEvent
 
-CLF = ModelInfo("classification", {1: ("no", "yes"), 2: ("yes", "no", "maybe")})
+CLF = ModelInfo("multiclass", {1: ("no", "yes"), 2: ("yes", "no", "maybe")})
 REG = ModelInfo("regression", {1: ()})
 
 

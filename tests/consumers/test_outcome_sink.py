@@ -27,13 +27,13 @@ def _us(dt: datetime) -> int:
     return int(dt.timestamp() * 1_000_000)
 
 
-def _model(store, name="churn", task="classification"):
+def _model(store, name="churn", task="binary"):
     from schemas.codec import AvroCodec
 
     value = {"header": new_header("consumers.training"), "model_name": name, "model_version": 1, "run_id": "r",
              "dataset_name": "d", "dataset_version": "v1", "artifact_uri": "a", "checksum": "c", "task": task,
              "primary_metric": "roc_auc", "metrics": {}, "signature_json": "{}",
-             "labels": LABELS if task == "classification" else []}
+             "labels": LABELS if task != "regression" else []}
     codec = AvroCodec()
     write_events(store, [("ModelRegistered", codec.decode(codec.encode("ModelRegistered", value),
                                                           "ModelRegistered").value)])
@@ -137,3 +137,44 @@ def test_bad_outcomes_are_dead_lettered_with_the_reason_and_the_sink_carries_on(
     assert any("is a classifier" in e for e in errors)
     assert any("malformed prediction_id" in e for e in errors)
     assert any("exactly one of prediction_id and key" in e for e in errors)
+
+
+def test_the_label_free_estimate_is_shown_beside_the_realised_metric(sink_settings, ch):
+    import numpy as np
+
+    from schemas.codec import AvroCodec
+    from trainer.calibration import expected_accuracy, expected_roc_auc, fit_calibration
+
+    rng = np.random.default_rng(3)
+    p1 = rng.beta(2, 2, 2400)
+    y = (rng.random(2400) < p1).astype(int)
+    scores = np.column_stack([1 - p1, p1])
+    cal = fit_calibration("binary", y[:2000], scores[:2000])         # "validation split"
+    value = {"header": new_header("consumers.training"), "model_name": "churn", "model_version": 1, "run_id": "r",
+             "dataset_name": "d", "dataset_version": "v1", "artifact_uri": "a", "checksum": "c", "task": "binary",
+             "primary_metric": "roc_auc", "metrics": {}, "signature_json": "{}", "labels": LABELS,
+             "calibration": cal}
+    codec = AvroCodec()
+    write_events(ch, [("ModelRegistered", codec.decode(codec.encode("ModelRegistered", value),
+                                                       "ModelRegistered").value)])
+    live, truth = scores[2000:], y[2000:]
+    h = new_header("serving.triton")
+    h["event_time"] = _us(NOW)
+    rows = [{"index": i, "prediction": LABELS[int(s[1] > 0.5)], "prediction_value": float(s[1] > 0.5),
+             "confidence": float(s.max()), "scores": s.tolist()} for i, s in enumerate(live)]
+    insert_telemetry(ch, [{"header": h, "request_id": "live", "model_name": "churn", "model_version": 1,
+                           "received_at": _us(NOW), "completed_at": _us(NOW), "latency_us": 1,
+                           "batch_size": len(rows), "rows": rows, "status": "ok"}])
+    est = ch.query_rows("SELECT * FROM v_quality_estimate_vs_realised WHERE model_name = 'churn'")[0]
+    assert est["rows"] == 400 and est["labelled"] == 0 and est["realised_accuracy"] is None
+    assert est["estimated_accuracy"] == pytest.approx(expected_accuracy(cal, live), abs=1e-9)   # SQL = Python
+    assert est["estimated_roc_auc"] == pytest.approx(expected_roc_auc(cal, live), abs=1e-6)
+
+    with ModelBus(sink_settings) as mb:                               # the labels arrive
+        mb.report_outcomes([{"model_name": "churn", "prediction_id": f"live:{i}", "label": LABELS[t]}
+                            for i, t in enumerate(truth)])
+    _run(sink_settings, ch)
+    est = ch.query_rows("SELECT * FROM v_quality_estimate_vs_realised WHERE model_name = 'churn'")[0]
+    realised = float(((live[:, 1] > 0.5).astype(int) == truth).mean())
+    assert est["labelled"] == 400 and est["realised_accuracy"] == pytest.approx(realised)
+    assert abs(est["estimated_accuracy"] - realised) < 0.06           # 400 rows: the realised value's SE is ~0.023

@@ -87,14 +87,14 @@ TTL toDateTime(observed_at) + INTERVAL $metadata_ttl_days DAY;
 CREATE VIEW IF NOT EXISTS $database.v_live_quality AS
 SELECT
     model_name, model_version, window_start, kind AS task, labelled,
-    if(kind = 'classification', arrayAvg(arrayMap((p, l) -> toFloat64(p = l), pi, li)), NULL) AS accuracy,
-    if(kind = 'classification', arrayAvg(arrayMap(k -> 2 * arrayCount((p, l) -> p = k AND l = k, pi, li)
+    if(kind != 'regression', arrayAvg(arrayMap((p, l) -> toFloat64(p = l), pi, li)), NULL) AS accuracy,
+    if(kind != 'regression', arrayAvg(arrayMap(k -> 2 * arrayCount((p, l) -> p = k AND l = k, pi, li)
             / (2 * arrayCount((p, l) -> p = k AND l = k, pi, li) + arrayCount((p, l) -> p = k AND l != k, pi, li)
                + arrayCount((p, l) -> p != k AND l = k, pi, li)),
         arrayFilter(k -> has(pi, k) OR has(li, k), range(n_classes)))), NULL) AS macro_f1,
-    if(kind = 'classification' AND length(aucs) > 0, arrayAvg(aucs), NULL) AS roc_auc,
-    if(kind = 'classification' AND length(ls) > 0, -arrayAvg(ls), NULL) AS log_loss,
-    if(kind = 'classification', arraySum(arrayMap(b ->
+    if(kind != 'regression' AND length(aucs) > 0, arrayAvg(aucs), NULL) AS roc_auc,
+    if(kind != 'regression' AND length(ls) > 0, -arrayAvg(ls), NULL) AS log_loss,
+    if(kind != 'regression', arraySum(arrayMap(b ->
         abs(arraySum(arrayMap((c, p, l) -> toFloat64(least(toUInt32(c * 10), 9) = b AND p = l), conf, pi, li))
             - arraySum(arrayMap(c -> if(least(toUInt32(c * 10), 9) = b, c, 0.), conf))), range(10))) / labelled,
        NULL) AS calibration_error,
@@ -125,7 +125,7 @@ FROM
 CREATE VIEW IF NOT EXISTS $database.v_live_quality_slices AS
 SELECT
     model_name, model_version, slice_column, slice_value, any(task) AS kind, count() AS labelled,
-    if(kind = 'classification', avg(predicted_index = label_index), NULL) AS accuracy,
+    if(kind != 'regression', avg(predicted_index = label_index), NULL) AS accuracy,
     if(kind = 'regression', sqrt(avg(pow(prediction_value - assumeNotNull(value), 2))), NULL) AS rmse,
     if(kind = 'regression', avg(abs(prediction_value - assumeNotNull(value))), NULL) AS mae
 FROM $database.labelled_rows FINAL

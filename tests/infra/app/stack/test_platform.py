@@ -134,9 +134,19 @@ def test_up_then_a_push_serves_a_model_survives_kill_9_and_down_leaves_nothing(t
         assert [r["row"] for r in pred["predictions"]] == [0, 1]
         assert all(r["prediction"] in ("yes", "no") and 0.5 <= r["confidence"] <= 1 for r in pred["predictions"])
         table = modelbus(env, "predict", "churn", "-i", str(rows))
-        assert table.stdout.splitlines()[1] == "row\tprediction\tconfidence"   # inputs only with --show-inputs
+        assert table.stdout.splitlines()[1] == "row\tprediction\tconfidence\tprediction id"   # inputs: --show-inputs
         wide = modelbus(env, "predict", "churn", "-i", str(rows), "--show-inputs")
-        assert wide.stdout.splitlines()[1].startswith("row\tprediction\tconfidence\ttenure_months")
+        assert wide.stdout.splitlines()[1].startswith("row\tprediction\tconfidence\tprediction id\ttenure_months")
+
+        # The truth of the two predictions, reported later: the outcome sink `up` started joins it to them.
+        truth = tmp_path / "truth.csv"
+        truth.write_text("prediction_id,label\n" + "".join(f"{r['prediction_id']},{r['prediction']}\n"
+                                                            for r in pred["predictions"]))
+        assert modelbus(env, "outcome", "push", str(truth), "--model", "churn").returncode == 0
+        quality = "SELECT sum(labelled) AS n, min(accuracy) AS acc FROM v_live_quality WHERE model_name = 'churn'"
+        got = wait_for(lambda: [r for r in json.loads(modelbus(env, "sql", quality, "-f", "json").stdout or "[]")
+                                if r["n"] == 2], 90, "the outcomes joined to their predictions")
+        assert got[0]["acc"] == 1.0
 
         runs = as_json(env, "runs", "list")
         assert runs and runs[0]["dataset_name"] == "churn"
