@@ -193,7 +193,7 @@ GROUP BY model_name, feature
 RECENT_RETRAINS_SQL = """
 SELECT model_name, max(event_time) AS last_request
 FROM training_requests FINAL
-WHERE reason = 'drift' AND event_time >= {since:DateTime64(6)} AND model_name IS NOT NULL
+WHERE reason IN ('drift', 'performance') AND event_time >= {since:DateTime64(6)} AND model_name IS NOT NULL
 GROUP BY model_name
 """
 

@@ -249,6 +249,24 @@ class MonitoringSettings(_Section):
         "samples make tiny shifts significant, PSI keeps them from alerting); 'either': one breach is enough.",
     )
     retrain_on_drift: bool = Field(False, description="Opt-in: turn DriftDetected into TrainingRequested.")
+    drift_persist_windows: int = Field(
+        1, ge=1, le=48, description="An alert needs the breach in this many consecutive windows (each "
+        "drift_window_s long, the last one ending now), so a burst does not alert; 3 is a calm production value.")
+    drift_min_effect: float = Field(
+        0.0, ge=0, le=1, description="Minimum effect size for drift: the KS statistic (numeric features) or the "
+        "total variation distance (categorical), so a large sample's tiny shift does not alert.")
+    retrain_cooldown_s: int = Field(3600, ge=0, description="After a retraining request for a model (drift or "
+                                    "performance), none other for this long.")
+    performance_window_s: int = Field(3600, ge=60, description="Window of served rows whose live quality is "
+                                      "compared with the model's registered test quality.")
+    performance_max_drop: float = Field(
+        0.05, gt=0, description="Performance drift when live accuracy is below the registered test accuracy by "
+        "more than this (classification), or live RMSE above the test RMSE by more than this share (regression). "
+        "Realised from outcomes when at least performance_min_rows have one; estimated from confidences "
+        "(classification, CBPE) otherwise.")
+    performance_min_rows: int = Field(200, ge=1, description="Fewer rows than this never raise performance drift.")
+    retrain_on_performance_drop: bool = Field(False, description="Opt-in: turn performance drift into "
+                                              "TrainingRequested (reason 'performance').")
 
 
 class Settings(BaseSettings):

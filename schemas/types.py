@@ -330,6 +330,19 @@ class DriftDetected(TypedDict):
     p_value_threshold: float  # p-value threshold in force.
     sample_size: int  # Live rows in the window.
     action: NotRequired[str]  # 'none' or 'retrain-requested'.
+    # 'data': an input (or the prediction) drifted from the reference; 'performance': live quality dropped below
+    # the registered test quality (feature '__performance__').
+    kind: NotRequired[str]
+    # Data drift: the KS statistic (numeric) or the total variation distance (categorical).
+    effect_size: NotRequired[float]
+    windows: NotRequired[int]  # Consecutive windows the breach persisted in before this alert.
+    metric: NotRequired[str | None]  # Performance drift: the metric compared ('accuracy' or 'rmse').
+    # Performance drift: the metric on the model's test split at registration.
+    baseline_value: NotRequired[float | None]
+    live_value: NotRequired[float | None]  # Performance drift: the metric on live rows of the window.
+    # Performance drift: true when live_value is estimated from confidences (too few outcomes yet), false when
+    # realised from outcomes.
+    estimated: NotRequired[bool]
 
 
 class MetricSample(TypedDict):

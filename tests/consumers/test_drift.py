@@ -75,7 +75,8 @@ def register(store, model: str, version: int = 1, *, dataset: str = "churn", dep
     return ids
 
 
-def traffic(store, model: str, n: int, *, shifted: bool, seed: int = 1, version: int = 1) -> dict:
+def traffic(store, model: str, n: int, *, shifted: bool, seed: int = 1, version: int = 1,
+            end: datetime = NOW) -> dict:
     """``n`` requests inside the window; shifted: age +15, regions and predictions reshuffled, a new region."""
     rng = np.random.default_rng(seed)
     age = rng.normal(55 if shifted else 40, 10, n)
@@ -87,7 +88,7 @@ def traffic(store, model: str, n: int, *, shifted: bool, seed: int = 1, version:
     preds = rng.choice(["no", "yes"], n, p=[0.2, 0.8] if shifted else [0.7, 0.3])
     values = []
     for i in range(n):
-        at = _us(NOW - timedelta(seconds=240) + timedelta(milliseconds=100 * i))
+        at = _us(end - timedelta(seconds=240) + timedelta(milliseconds=100 * i))
         h = new_header("serving.triton")
         h["event_time"] = at
         values.append({"header": h, "request_id": f"r{i}", "model_name": model, "model_version": version,
@@ -100,7 +101,7 @@ def traffic(store, model: str, n: int, *, shifted: bool, seed: int = 1, version:
     bad = dict(values[0], header=new_header("serving.triton"), status="error", error="boom")
     bad["header"]["event_time"] = values[0]["header"]["event_time"]
     old = dict(values[1], header=new_header("serving.triton"))
-    old["header"]["event_time"] = _us(NOW - timedelta(hours=1))
+    old["header"]["event_time"] = _us(end - timedelta(hours=1))
     torn = dict(values[2], header=new_header("serving.triton"), numeric_means=[1.0], categorical_values=[])
     torn["header"]["event_time"] = values[2]["header"]["event_time"]
     insert_telemetry(store, (values + [bad, old, torn]))
