@@ -23,6 +23,7 @@ SUITES = {
     "loop": "bench.bench_loop_latency",
     "serving": "bench.bench_serving",
     "sink": "bench.bench_sink",
+    "outcomes": "bench.bench_outcomes",
     "soak": "bench.bench_soak",
     "quality": "bench.bench_quality",
 }

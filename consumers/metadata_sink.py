@@ -14,7 +14,6 @@ Run: ``python -m consumers.metadata_sink``.
 
 from __future__ import annotations
 
-import argparse
 import logging
 
 from infra.clickhouse.errors import ClickHouseError, is_transient
@@ -22,7 +21,6 @@ from infra.clickhouse.rows import TABLES, write_events
 from infra.errors import PoisonEvent, SkipEvent
 from infra.kafka import ConsumerRunner, Envelope
 from infra.kafka import topics as T
-from infra.logs import configure_logging
 
 log = logging.getLogger("modelbus.consumers.metadata_sink")
 
@@ -81,21 +79,10 @@ def build_runner(settings, store, *, group_id: str | None = None, **runner_kw) -
 
 
 def main(argv: list[str] | None = None) -> None:
-    from infra.clickhouse import connect
-    from infra.settings import load_settings
+    from consumers.sink_main import sink_main
 
-    parser = argparse.ArgumentParser(description="lifecycle events → ClickHouse metadata tables")
-    parser.add_argument("--group", default=None, help=f"Kafka consumer group (default: <topic_prefix>.{GROUP})")
-    parser.add_argument("--idle-timeout", type=float, default=None, help="exit after this many idle seconds")
-    args = parser.parse_args(argv)
-    settings = load_settings()
-    configure_logging(settings.log_level)
-    store = connect(settings)
-    try:
-        stats = build_runner(settings, store, group_id=args.group).run(idle_timeout=args.idle_timeout)
-        log.info("metadata sink stopped: %s", stats)
-    finally:
-        store.close()
+    sink_main(argv, description="lifecycle events → ClickHouse metadata tables", group=GROUP, log=log,
+              build=build_runner)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ Run: ``python -m consumers.outcome_sink``.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import threading
 import time
@@ -40,7 +39,6 @@ from infra.clickhouse.errors import ClickHouseError, is_transient
 from infra.clickhouse.rows import json_each_row
 from infra.kafka import ConsumerRunner, Envelope
 from infra.kafka import topics as T
-from infra.logs import configure_logging
 
 log = logging.getLogger("modelbus.consumers.outcome_sink")
 
@@ -200,22 +198,16 @@ def build_runner(settings, store, *, group_id: str | None = None, sink: OutcomeS
 
 
 def main(argv: list[str] | None = None) -> None:
-    from infra.clickhouse import connect
-    from infra.settings import load_settings
+    from consumers.sink_main import sink_main
 
-    parser = argparse.ArgumentParser(description="outcomes → ClickHouse, joined to their served rows")
-    parser.add_argument("--group", default=None, help=f"Kafka consumer group (default: <topic_prefix>.{GROUP})")
-    parser.add_argument("--idle-timeout", type=float, default=None, help="exit after this many idle seconds")
-    args = parser.parse_args(argv)
-    settings = load_settings()
-    configure_logging(settings.log_level)
-    store = connect(settings)
-    sink = OutcomeSink(store)
-    try:
-        stats = build_runner(settings, store, group_id=args.group, sink=sink).run(idle_timeout=args.idle_timeout)
-        log.info("outcome sink stopped: %s; %s", stats, dict(sink.stats))
-    finally:
-        store.close()
+    sinks: list[OutcomeSink] = []
+
+    def build(settings, store, group_id=None):
+        sinks.append(OutcomeSink(store))
+        return build_runner(settings, store, group_id=group_id, sink=sinks[0])
+
+    sink_main(argv, description="outcomes → ClickHouse, joined to their served rows", group=GROUP, log=log,
+              build=build, stats=lambda: dict(sinks[0].stats) if sinks else None)
 
 
 if __name__ == "__main__":

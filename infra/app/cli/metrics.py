@@ -143,6 +143,18 @@ def sql(
         raise typer.Exit(2) from None
 
 
+def read_only_store(settings):
+    """The store as the read-only user (a page that only reads cannot write even if it tried); exit 2 with
+    ClickHouse's message when it cannot connect."""
+    from infra.clickhouse import connect
+
+    try:
+        return connect(settings, read_only=True)
+    except ClickHouseError as exc:
+        err_console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def dashboard(
     port: int = typer.Option(18088, "--port", help="Loopback port to serve on (0: any free port)."),
@@ -154,16 +166,9 @@ def dashboard(
 ) -> None:
     """Monitoring dashboard: traffic, errors, latency, predictions, versions, deployments, drift."""
     from infra.app.dashboard import DashboardError, DashboardServer, Filters, render_page
-    from infra.clickhouse import connect
 
     filters = Filters.parse({"model": model, "range": range_})
-    settings = load_settings()
-    try:
-        store = connect(settings, read_only=True)   # the dashboard only reads; its user cannot write
-    except ClickHouseError as exc:
-        err_console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    with store:
+    with read_only_store(load_settings()) as store:
         if once is not None:
             once.parent.mkdir(parents=True, exist_ok=True)
             once.write_text(render_page(store, filters, static=True), encoding="utf-8")

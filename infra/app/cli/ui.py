@@ -7,14 +7,11 @@ import webbrowser
 from functools import partial
 
 import typer
-from rich.console import Console
 
 from infra.app.ui import UIError, UIServer
-from infra.clickhouse.errors import ClickHouseError
 from infra.settings import load_settings
 
 app = typer.Typer()
-err_console = Console(stderr=True)
 
 
 @app.command()
@@ -26,16 +23,11 @@ def ui(
     open_browser: bool = typer.Option(True, "--open/--no-open", help="Open the UI in a browser."),
 ) -> None:
     """Live web UI: models and their gate decisions, runs side by side, lineage, live charts, dead letters."""
-    from infra.clickhouse import connect
+    from infra.app.cli.metrics import read_only_store
     from infra.kafka.dead_letters import dead_letters
 
     settings = load_settings()
-    try:
-        store = connect(settings, read_only=True)   # the UI only reads; its user cannot write
-    except ClickHouseError as exc:
-        err_console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    with store:
+    with read_only_store(settings) as store:
         server = UIServer(store, partial(dead_letters, settings), host=host, port=port, refresh_s=refresh)
         try:
             server.start()

@@ -138,7 +138,23 @@ def print_report(console: Console, s: dict) -> None:
     if times:
         console.print("stage times: " + ", ".join(f"{k} {v:.1f}s" for k, v in times.items())
                       + f"; total {sum(times.values()):.0f}s")
+    _print_live_quality(console, s.get("live_quality") or {})
     console.print(f"[bold]Dashboard:[/] {s['dashboard']}  (live, with `demo --keep`: modelbus ui)")
+
+
+def _print_live_quality(console: Console, lq: dict) -> None:
+    """Live quality per version from the outcomes, label coverage, and the label-free estimate beside it."""
+    t = Table(title="Live quality from outcomes (v_live_quality, v_label_coverage, v_estimated_quality)")
+    for col in ("version", "served rows", "labelled", "coverage", "accuracy", "estimated accuracy", "roc_auc",
+                "log_loss", "calibration error", "label delay p50 / max"):
+        t.add_column(col, justify="right")
+    for v in lq.get("versions", []):
+        t.add_row(f"v{v['model_version']}", _num(v.get("rows")), _num(v["labelled"]),
+                  f"{v['coverage']:.0%}" if v.get("coverage") is not None else "", _num(v["accuracy"]),
+                  _num(v.get("estimated_accuracy")), _num(v["roc_auc"]), _num(v["log_loss"]),
+                  _num(v["calibration_error"]),
+                  f"{_num(v.get('delay_p50_s'))} s / {_num(v.get('delay_max_s'))} s")
+    console.print(t)
 
 
 KEY_PARAMS = ("model", "hidden_sizes", "epochs", "batch_size", "lr", "lr_schedule", "seed", "device")
@@ -154,4 +170,6 @@ def _key_params(params_json: str) -> str:
 
 
 def _num(v) -> str:
+    if isinstance(v, int):
+        return str(v)
     return "-" if v is None else f"{v:.4f}"

@@ -21,7 +21,7 @@ from rich.table import Table
 from infra.errors import ModelBusError
 from infra.settings import Settings
 
-STAGES = ("stack", "consumers", "dataset-v1", "train-v1", "deploy-v1", "traffic", "telemetry", "drift",
+STAGES = ("stack", "consumers", "dataset-v1", "train-v1", "deploy-v1", "traffic", "telemetry", "drift", "outcomes",
           "dataset-v2", "challenger", "report")
 DATASET = "churn"
 
@@ -71,6 +71,7 @@ class StageBoard:
 def run_demo(settings: Settings, *, keep: bool, requests: int = 3000, shifted_share: float = 0.35,
              console: Console | None = None) -> dict[str, Any]:
     from infra.app.demo.data import generate_churn, request_rows
+    from infra.app.demo.outcomes import labelled, labelled_traffic, live_quality, report_outcomes
     from infra.app.demo.report import final_report
     from infra.app.demo.watch import EventWatcher
     from infra.app.stack.consumers import ConsumerSupervisor, consumer_plan
@@ -144,6 +145,14 @@ def run_demo(settings: Settings, *, keep: bool, requests: int = 3000, shifted_sh
                 with board.stage("drift"):
                     drift = watcher.wait_for("DriftDetected", lambda: watcher.of("DriftDetected"), 120)
                     board.set("drift", "[yellow]running[/]", ", ".join(sorted({d["feature"] for d in drift})))
+                with board.stage("outcomes"):   # the upstream app reports what really happened
+                    truth = labelled_traffic(settings, reg1["model_name"])
+                    half, late = truth[:len(truth) // 2], truth[len(truth) // 2:len(truth) * 3 // 4]
+                    report_outcomes(settings, reg1["model_name"], half, by_key=False)
+                    watcher.wait_for("outcomes joined to their rows", lambda: labelled(
+                        store, reg1["model_name"]) >= len(half), 120)
+                    board.set("outcomes", "[yellow]running[/]", f"{len(truth)} labelled rows served in batches of "
+                              f"64; {len(half)} outcomes reported, {len(late)} to come late")
                 with board.stage("dataset-v2"):
                     v2 = mb.push_dataset(generate_churn(6000, seed=8, shift=1.0), name=DATASET, label="churned",
                                          slice_by=("region", "contract"),
@@ -156,7 +165,11 @@ def run_demo(settings: Settings, *, keep: bool, requests: int = 3000, shifted_sh
                     verdict = "promoted" if dec2[0] == "ModelDeployed" else "rejected: " + dec2[1]["reason"]
                     board.set("challenger", "[yellow]running[/]", f"v{reg2['model_version']} {verdict}")
                 with board.stage("report"):
+                    report_outcomes(settings, reg1["model_name"], late, by_key=True)   # late, by the app's keys
+                    watcher.wait_for("the late outcomes joined", lambda: labelled(
+                        store, reg1["model_name"]) >= len(half) + len(late), 120)
                     summary.update(final_report(settings, store, reg1, reg2, dec1, dec2, watcher))
+                    summary["live_quality"] = live_quality(store, reg1["model_name"])
                     store.close()
             board.live = None
         summary["stage_seconds"] = board.times

@@ -105,3 +105,20 @@ def lineage_graph(nodes: Sequence[dict[str, Any]]) -> go.Figure:
     _layout(fig, "Lineage", height=260)
     fig.update_xaxes(visible=False, range=[-0.6, max(len(nodes) - 0.4, 0.6)])
     return fig.update_yaxes(visible=False, range=[-0.6, 1.2])
+
+
+def quality_figure(rows: Sequence[dict[str, Any]], since: datetime, now: datetime) -> go.Figure:
+    """Accuracy per model version and hour: realised from outcomes (solid) and estimated (dotted)."""
+    fig = go.Figure()
+    series: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        series.setdefault(f"{r['model_name']} v{r['model_version']}", []).append(r)
+    for label, group in series.items():
+        xs = [r["window_start"] for r in group]
+        fig.add_trace(go.Scatter(x=xs, y=[r["realised_accuracy"] for r in group], mode="lines+markers",
+                                 name=f"{label} realised"))
+        fig.add_trace(go.Scatter(x=xs, y=[r["estimated_accuracy"] for r in group], mode="lines+markers",
+                                 line={"dash": "dot"}, name=f"{label} estimated"))
+    _layout(fig, "Live accuracy: realised from outcomes, estimated from confidences", "accuracy")
+    fig.update_yaxes(range=[0, 1])
+    return fig.update_xaxes(type="date", range=[since, now], autorange=False)

@@ -125,8 +125,10 @@ def live(ctx: Context, query: Query, now: datetime | None = None) -> Page:
             entry["figure"] = F.to_json(F.panel_figure(panel, entry["rows"], since, now))
         panels.append(entry)
     traffic = any(p["rows"] for p in panels if p["name"] == "requests_per_minute")
+    quality = ctx.reader.rows("live_quality", model=filters.model, since=since)
     names = ctx.reader.call(known_models, filters, now)
     return "live.html", "Live traffic" + (f": {filters.model}" if filters.model else ""), {
         "panels": panels, "model": filters.model, "range": filters.range, "ranges": list(RANGES),
-        "since": since, "now": now, "names": names, "traffic": traffic}
+        "since": since, "now": now, "names": names, "traffic": traffic, "quality": quality,
+        "quality_figure": F.to_json(F.quality_figure(quality, since, now)) if quality else None}
 

@@ -65,7 +65,8 @@ def test_demo_runs_the_whole_loop_and_stops_what_it_started(tmp_path, clean_env)
 
     # every stage ran, in order, and reported its time
     assert list(summary["stage_seconds"]) == ["stack", "consumers", "dataset-v1", "train-v1", "deploy-v1",
-                                              "traffic", "telemetry", "drift", "dataset-v2", "challenger", "report"]
+                                              "traffic", "telemetry", "drift", "outcomes", "dataset-v2", "challenger",
+                                              "report"]
     # the first model beat its baselines (it is serving); the challenger got a decision with its checks
     v1, v2 = summary["models"]
     primary = v1["primary_metric"]
@@ -78,10 +79,17 @@ def test_demo_runs_the_whole_loop_and_stops_what_it_started(tmp_path, clean_env)
     # traffic: every request answered, and ClickHouse counts exactly those (plus the deployer's smoke tests)
     assert summary["traffic"] == {**summary["traffic"], "ok": REQUESTS, "errors": 0}
     v1_rows = [r for r in summary["latency_sql"] if r["model_version"] == v1["version"]]
-    assert v1_rows and v1_rows[0]["requests"] - v1_rows[0]["smoke"] == REQUESTS
+    labelled_batches = 1280 // 64     # the outcomes stage's labelled traffic, 64 rows a request
+    assert v1_rows and v1_rows[0]["requests"] - v1_rows[0]["smoke"] == REQUESTS + labelled_batches
     assert 0 < v1_rows[0]["p50_ms"] <= v1_rows[0]["p95_ms"] <= v1_rows[0]["p99_ms"]
     # the shifted share of traffic was caught as drift on the shifted features
     assert {"monthly_charges", "support_calls"} & {d["feature"] for d in summary["drift"]}
+    # outcomes: 3/4 of the labelled rows got theirs (half at once, a quarter late), joined to v1's rows
+    (live,) = [v for v in summary["live_quality"]["versions"] if v["model_version"] == v1["version"]]
+    assert live["labelled"] == 960 and 0.5 < live["accuracy"] <= 1.0
+    assert live["rows"] >= REQUESTS + 1280 and 0 < live["coverage"] < 1
+    assert live["estimated_accuracy"] is not None and abs(live["estimated_accuracy"] - live["accuracy"]) < 0.15
+    assert "Live quality from outcomes" in text
     # lineage of the serving model reaches back to the dataset-created event
     lin = summary["lineage"]
     assert lin["model_version"] == summary["serving_version"] and lin["dataset_event_id"]

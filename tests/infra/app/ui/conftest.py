@@ -13,8 +13,9 @@ from functools import partial
 
 import pytest
 
+from consumers.outcome_rows import ModelInfo, labelled_row
 from infra.app.ui import UIServer
-from infra.clickhouse.rows import write_events
+from infra.clickhouse.rows import json_each_row, write_events
 from infra.kafka.admin import ensure_topics
 from infra.kafka.dead_letters import dead_letters
 from infra.kafka.dlq import send_to_dlq
@@ -72,8 +73,14 @@ def _runs() -> list[tuple[str, dict]]:
     return out
 
 
+CALIBRATION = {"confidence": [0.5, 1.0], "accuracy": [0.5, 0.9], "positive_score": [], "positive_rate": [],
+               "n": 100}
+LABELLED = 8       # outcomes reported for the first served rows of churn v2
+
+
 def _model(version: int, run_id: str, auc: float, at: datetime, name: str = "churn") -> tuple[str, dict]:
     return ("ModelRegistered", {
+        "calibration": CALIBRATION if (name, version) == ("churn", 2) else None,
         "header": _header("consumers.training", at), "model_name": name, "model_version": version, "run_id": run_id,
         "dataset_name": "churn", "dataset_version": "v1", "artifact_uri": f"file:///models/{version}.pt",
         "checksum": f"sum{version}", "task": "classification", "primary_metric": "roc_auc",
@@ -108,7 +115,10 @@ def _telemetry() -> list[dict]:
                 rows.append({"header": _header("serving.triton", at), "request_id": rid, "model_name": "churn",
                              "model_version": version, "received_at": _us(at) - 900, "completed_at": _us(at),
                              "latency_us": 900, "batch_size": 1, "prediction": "yes" if i % 2 else "no",
-                             "confidence": 0.8, "status": "ok"})
+                             "confidence": 0.8, "status": "ok",
+                             "rows": [{"index": 0, "prediction": "yes" if i % 2 else "no",
+                                       "prediction_value": float(i % 2), "confidence": 0.8,
+                                       "scores": [0.2, 0.8] if i % 2 else [0.8, 0.2]}]})
     return rows
 
 
@@ -119,6 +129,15 @@ def seed(store) -> None:
                                   _model(3, "run-d", 0.80, t + timedelta(minutes=9)),
                                   _model(1, "run-x", 0.7, t, name=ODD), *_decisions()]))
     insert_telemetry(store, (_telemetry()))
+    served = [t for t in _telemetry()][:LABELLED]
+    info = ModelInfo("binary", {2: ("no", "yes")})
+    store.insert_raw("labelled_rows", json_each_row([labelled_row(
+        {"model_name": "churn", "ref": f"id:{t['request_id']}:0", "label": "yes", "value": None, "event_id": f"o{i}",
+         "observed_at": _us(NOW)},
+        {"model_version": 2, "prediction_id": f"{t['request_id']}:0", "event_time": t["header"]["event_time"],
+         "prediction": t["prediction"], "prediction_value": float(t["prediction"] == "yes"), "confidence": 0.8,
+         "scores": [0.2, 0.8] if t["prediction"] == "yes" else [0.8, 0.2]}, info) for i, t in enumerate(served)]),
+        "JSONEachRow")
 
 
 @pytest.fixture(scope="module")

@@ -84,6 +84,8 @@ def test_live_chart_time_axis_spans_the_chosen_range_and_counts_the_requests(pag
     total = page.evaluate("document.getElementById('chart-requests_per_minute').data"
                           ".reduce((s, t) => s + t.y.reduce((a, b) => a + b, 0), 0)")
     assert total == sum(n for _, n in SERVED[2])
+    quality = page.evaluate("document.getElementById('chart-live_quality').data.map(t => t.name)")
+    assert quality == ["churn v2 realised", "churn v2 estimated"]
 
 
 def test_ticked_runs_are_compared_side_by_side(page, ui_server):

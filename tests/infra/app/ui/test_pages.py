@@ -17,7 +17,7 @@ import pytest
 from infra.app.ui import UIServer
 from infra.app.ui.server import FRAGMENT_HEADER
 from tests.clickhouse_db import migrated_store, private_settings
-from tests.infra.app.ui.conftest import DEAD, ODD, REQUEST_ID, SERVED
+from tests.infra.app.ui.conftest import DEAD, LABELLED, ODD, REQUEST_ID, SERVED
 
 pytestmark = pytest.mark.stack
 
@@ -117,6 +117,9 @@ def test_live_page_draws_every_standard_panel_and_the_dead_letters_are_counted(u
     assert code == 200
     assert 'data-panel="requests_per_minute" data-rows="5"' in body   # 5 minutes of churn v2 traffic
     assert f'"y":[{",".join(str(n) for _, n in sorted(SERVED[2], reverse=True))}]' in body.replace(" ", "")
+    # live quality once outcomes exist: 8 labelled 'yes', half of them predicted so; estimate 0.5 + 0.4 * 0.6
+    quality = Rows(body, "data-quality").rows["churn/2"].split()
+    assert quality[quality.index("v2") + 1:] == ["30", str(LABELLED), "0.5", "0.74"]   # no AUC: one class
     code, body = get(ui_server, "/dlq")
     counts = Rows(body, "data-topic").rows
     (topic,) = [t for t in counts if t.endswith("training.requested.dlq")]
