@@ -4,9 +4,9 @@ The embedded ClickHouse owner runs as its own process, as in production; served 
 generated inside the engine (``numbers()``), so the timing is ClickHouse's, not Python's row building.
 
 * Join: N outcomes for rows among S served rows go through the outcome sink's own write path
-  (``OutcomeSink._write``: store the reports, look their rows up, write the labelled rows), in the sink's
-  batch size. Baseline, same run and engine: the same outcomes joined by one ``INSERT ... SELECT`` with a
-  hash join (what the engine does with no sink in between). Target: ≥ 100,000 outcomes/s.
+  (``OutcomeSink._write``: store the reports, join them in ClickHouse, record the orphans), in batches of
+  the sink's largest buffer (100,000). Baseline, same run and engine: the same outcomes joined by one
+  ``INSERT ... SELECT`` with a hash join (no sink in between). Target: ≥ 100,000 outcomes/s.
 * Live quality: ``v_live_quality`` over M labelled rows (10M full, 1M quick), for one model. Target: < 0.5 s.
   Baseline: a plain scan of the same rows (count and accuracy only).
 
@@ -83,7 +83,7 @@ def _outcomes(served: int, n: int, seed: int = 0) -> list[dict]:
             for i, pid in enumerate(rng.sample(range(served), n))]
 
 
-def _join(store, served: int, n: int, batch: int = 20_000) -> dict:
+def _join(store, served: int, n: int, batch: int = 100_000) -> dict:
     outcomes = _outcomes(served, n)
     sink = OutcomeSink(store, rematch_every_s=1e9)
     def write_all() -> None:

@@ -10,15 +10,13 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from infra.clickhouse.rows import _ts
 from infra.errors import PoisonEvent
 
 PREDICTION_ID = re.compile(r"^.+:\d+$")
 MAX_TEXT = 256
-UNKNOWN_PREDICTION = "unknown prediction"
-UNKNOWN_MODEL = "unknown model"
 
 
 @dataclass(frozen=True)
@@ -69,7 +67,7 @@ def check_fits(outcome: Mapping[str, Any], model: ModelInfo) -> None:
 def _micros(value: Any) -> int:
     """Epoch microseconds of an aware datetime, epoch micros, or the UTC text ``_ts`` writes."""
     if isinstance(value, str):
-        value = datetime.strptime(value, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
+        value = datetime.fromisoformat(value).replace(tzinfo=UTC)
     if isinstance(value, datetime):
         return int((value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp() * 1_000_000)
     return int(value)
@@ -83,7 +81,9 @@ def outcome_row(event_id: str, header: Mapping[str, Any], outcome: Mapping[str, 
 
 
 def labelled_row(outcome: Mapping[str, Any], served: Mapping[str, Any], model: ModelInfo) -> dict[str, Any]:
-    """The served row beside its outcome; the true class is indexed in the labels of the version that served."""
+    """The served row beside its outcome, as ``consumers.outcome_join.LABEL_SQL`` writes it (the sink joins in
+    ClickHouse; this is the same rule in Python, for code that writes labelled rows itself, such as tests and
+    benchmarks): the true class is indexed in the labels of the version that served."""
     labels = model.labels.get(int(served["model_version"]), ())
     label = outcome["label"]
     classification = model.task != "regression"
@@ -100,19 +100,3 @@ def labelled_row(outcome: Mapping[str, Any], served: Mapping[str, Any], model: M
         "value": outcome.get("value"), "categorical_names": list(served.get("categorical_names") or []),
         "categorical_values": list(served.get("categorical_values") or []),
         "outcome_event_id": outcome["event_id"]}
-
-
-def orphan_row(outcome: Mapping[str, Any], reason: str, *, resolved: bool, now_us: int) -> dict[str, Any]:
-    return {"model_name": outcome["model_name"], "ref": outcome["ref"], "prediction_id": outcome.get("prediction_id"),
-            "row_key": outcome.get("row_key", outcome.get("key")), "label": outcome.get("label"),
-            "value": outcome.get("value"), "observed_at": _ts(_micros(outcome["observed_at"])),
-            "source": outcome.get("source") or "", "reason": reason, "resolved": resolved,
-            "outcome_event_id": outcome.get("event_id", outcome.get("outcome_event_id", "")),
-            "updated_at": _ts(now_us)}
-
-
-def split_refs(outcomes: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str]]:
-    """Prediction ids and row keys of a batch of one model's outcomes, for one lookup of their rows."""
-    ids = [o["ref"][3:] for o in outcomes if o["ref"].startswith("id:")]
-    keys = [o["ref"][4:] for o in outcomes if o["ref"].startswith("key:")]
-    return ids, keys

@@ -21,19 +21,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
+import pyarrow as pa
+
+from consumers import outcome_join as J
 from consumers.outcome_rows import (
-    UNKNOWN_MODEL,
-    UNKNOWN_PREDICTION,
     ModelInfo,
     check_fits,
-    labelled_row,
-    orphan_row,
     outcome_row,
     ref_of,
-    split_refs,
 )
 from infra.clickhouse.errors import ClickHouseError, is_transient
 from infra.clickhouse.rows import json_each_row
@@ -44,27 +44,18 @@ log = logging.getLogger("modelbus.consumers.outcome_sink")
 
 GROUP = "outcome-sink"   # consumer group name below kafka.topic_prefix (settings.group)
 MODELS_SQL = "SELECT model_version, task, labels FROM models FINAL WHERE model_name = {m:String}"
-LOOKUP_SQL = """
-SELECT model_version, prediction_id, row_key, event_time, prediction, prediction_value, confidence, scores,
-       categorical_names, categorical_values
-FROM inference_rows FINAL
-WHERE model_name = {m:String} AND status = 'ok'
-  AND (prediction_id IN {ids:Array(String)} OR assumeNotNull(row_key) IN {keys:Array(String)})
-ORDER BY event_time DESC
-"""
-ORPHANS_SQL = """
-SELECT model_name, ref, prediction_id, row_key, label, value, observed_at, source, outcome_event_id
-FROM outcome_orphans FINAL WHERE NOT resolved ORDER BY observed_at DESC LIMIT {limit:UInt32}
-"""
 
 
 class OutcomeSink:
     """The handler (judges and buffers each report) and ``flush`` (writes the buffer; the runner's before_commit)."""
 
-    def __init__(self, store, *, max_buffer: int = 20_000, rematch_every_s: float = 30.0, model_ttl_s: float = 30.0,
-                 rematch_limit: int = 10_000):
+    def __init__(self, store, *, max_buffer: int = 100_000, min_batch: int = 20_000, max_wait_s: float = 1.0,
+                 rematch_every_s: float = 30.0, model_ttl_s: float = 30.0, rematch_limit: int = 10_000):
         self.store = store
         self.max_buffer = max_buffer
+        self.min_batch = min_batch
+        self.max_wait_s = max_wait_s
+        self._first_pending = 0.0
         self.rematch_every_s = rematch_every_s
         self.model_ttl_s = model_ttl_s
         self.rematch_limit = rematch_limit
@@ -83,6 +74,8 @@ class OutcomeSink:
             check_fits(outcome, model)
         row = outcome_row(env.event_id, outcome["header"], outcome, ref)
         with self._lock:
+            if not self._pending:
+                self._first_pending = time.monotonic()
             self._pending.append(row)
             full = len(self._pending) >= self.max_buffer
         if full:
@@ -100,9 +93,17 @@ class OutcomeSink:
         return info
 
     # -- batches ------------------------------------------------------------------------------------
-    def flush(self) -> None:
-        """Write every buffered report (raises, keeping them buffered, when ClickHouse fails)."""
+    def flush(self, final: bool = True) -> bool:
+        """Write every buffered report (raises, keeping them buffered, when ClickHouse fails).
+
+        As the runner's before_commit (``final`` False) it waits until ``min_batch`` reports or ``max_wait_s``
+        have gathered, returning False meanwhile so the commit waits too: each write is one join in
+        ClickHouse, and few large ones join far faster than many small ones.
+        """
         with self._lock:
+            waiting = time.monotonic() - self._first_pending if self._pending else 0.0
+            if not final and len(self._pending) < self.min_batch and waiting < self.max_wait_s:
+                return not self._pending
             batch, self._pending = self._pending, []
         try:
             if batch:
@@ -114,66 +115,49 @@ class OutcomeSink:
         if time.monotonic() >= self._next_rematch:
             self._next_rematch = time.monotonic() + self.rematch_every_s
             self.rematch()
+        return True
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
-        self._insert("outcomes", batch)
+        """Store the reports, then let ClickHouse join them to their rows and record the ones without."""
+        batch_id = uuid.uuid4().hex
+        self.store.insert_arrow("outcomes", _outcomes_table(batch, batch_id))
+        self.store.command(J.LABEL_SQL.replace("{source}", J.BATCH), {"batch": batch_id})
+        self.store.command(J.ORPHAN_SQL, {"batch": batch_id})
         self.stats["outcomes"] += len(batch)
-        labelled, orphans = self._join(batch)
-        self._insert("labelled_rows", labelled)
-        self._insert("outcome_orphans", orphans)
-
-    def _join(self, outcomes: list[dict[str, Any]], *, resolving: bool = False):
-        """(labelled rows, orphan rows) of outcomes: one lookup of their served rows per model."""
-        labelled, orphans = [], []
-        now_us = time.time_ns() // 1000
-        by_model: dict[str, list[dict[str, Any]]] = {}
-        for o in outcomes:
-            by_model.setdefault(o["model_name"], []).append(o)
-        for name, group in by_model.items():
-            info = self.model(name)
-            found = self._served(name, group) if info is not None else {}
-            for o in group:
-                served = found.get(o["ref"])
-                if served is not None and info is not None:
-                    labelled.append(labelled_row(o, served, info))
-                    if resolving:
-                        orphans.append(orphan_row(o, UNKNOWN_PREDICTION, resolved=True, now_us=now_us))
-                elif not resolving:
-                    reason = UNKNOWN_MODEL if info is None else UNKNOWN_PREDICTION
-                    orphans.append(orphan_row(o, reason, resolved=False, now_us=now_us))
-        self.stats["labelled"] += len(labelled)
-        self.stats["resolved" if resolving else "orphaned"] += len(orphans)
-        return labelled, orphans
-
-    def _served(self, name: str, outcomes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        """ref → the served row (for a reused key, its latest row)."""
-        ids, keys = split_refs(outcomes)
-        out: dict[str, dict[str, Any]] = {}
-        for row in self.store.query_rows(LOOKUP_SQL, {"m": name, "ids": ids, "keys": keys}):
-            if row["prediction_id"] in ids:
-                out.setdefault(f"id:{row['prediction_id']}", row)
-            if row["row_key"] is not None and row["row_key"] in keys:
-                out.setdefault(f"key:{row['row_key']}", row)
-        return out
 
     def rematch(self) -> int:
         """Join the orphans whose rows are stored now; returns how many were resolved."""
-        orphans = self.store.query_rows(ORPHANS_SQL, {"limit": self.rematch_limit})
-        for o in orphans:
-            o["event_id"] = o["outcome_event_id"]
-            o["key"] = o["row_key"]
-        self._models.clear()       # a model registered since is seen now
-        labelled, resolved = self._join(orphans, resolving=True)
-        self._insert("labelled_rows", labelled)
-        self._insert("outcome_orphans", resolved)
+        before = self.store.query_rows(J.COUNT_SQL)[0]["n"]
+        if not before:
+            return 0
+        self.store.command(J.LABEL_SQL.replace("{source}", J.ORPHANS), {"limit": self.rematch_limit})
+        self.store.command(J.RESOLVE_SQL)
+        resolved = before - self.store.query_rows(J.COUNT_SQL)[0]["n"]
+        self.stats["resolved"] += resolved
         if resolved:
-            log.info("outcome sink: %d orphaned outcome(s) joined to rows stored since", len(resolved))
-        return len(resolved)
+            log.info("outcome sink: %d orphaned outcome(s) joined to rows stored since", resolved)
+        return resolved
 
     def _insert(self, table: str, rows: list[dict[str, Any]]) -> None:
         if rows:
             self.store.insert_raw(table, json_each_row(rows), "JSONEachRow",
                                   settings={"input_format_skip_unknown_fields": 0})
+
+
+_TS = pa.timestamp("us", tz="UTC")
+OUTCOMES_SCHEMA = pa.schema([
+    ("event_id", pa.string()), ("event_time", _TS), ("producer", pa.string()), ("model_name", pa.string()),
+    ("ref", pa.string()), ("prediction_id", pa.string()), ("row_key", pa.string()), ("label", pa.string()),
+    ("value", pa.float64()), ("observed_at", _TS), ("source", pa.string()), ("batch_id", pa.string())])
+
+
+def _outcomes_table(batch: list[dict[str, Any]], batch_id: str) -> pa.Table:
+    """The batch as one Arrow block (columnar: parsed far faster by ClickHouse than JSON rows)."""
+    cols: dict[str, list] = {f.name: [r.get(f.name) for r in batch] for f in OUTCOMES_SCHEMA if f.name != "batch_id"}
+    for name in ("event_time", "observed_at"):
+        cols[name] = [datetime.fromisoformat(v).replace(tzinfo=UTC) for v in cols[name]]
+    cols["batch_id"] = [batch_id] * len(batch)
+    return pa.table({f.name: pa.array(cols[f.name], f.type) for f in OUTCOMES_SCHEMA}, schema=OUTCOMES_SCHEMA)
 
 
 def _transient_or_poison(handler: OutcomeSink):

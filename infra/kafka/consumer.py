@@ -19,8 +19,9 @@ Outcome of a handler, per event (the one policy every runtime shares, ``infra/ka
 
 Each attempt reaches the handler as ``Envelope.attempt`` (and ``last_attempt``); ``on_error`` is
 the stage's error callback (see ``outcome.py``). A handler that batches its outputs (a sink writing
-many events per insert) passes ``before_commit``: it runs before every commit, and when it raises the
-commit waits for the next try, so no offset is committed ahead of its outputs.
+many events per insert) passes ``before_commit(final)``: it runs before every commit; when it raises, or
+returns False to keep batching, the commit waits for the next try, so no offset is committed ahead of its
+outputs. ``final`` (shutdown, partitions revoked) asks it to write everything now.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class ConsumerRunner:
                  max_attempts: int = 5, backoff_s: float = 0.5, expected_types: Iterable[str] | None = None,
                  consumer_overrides: dict[str, Any] | None = None, processed: ProcessedLog | None = None,
                  on_error: ErrorCallback | None = None, stop_event: threading.Event | None = None,
-                 before_commit: Callable[[], None] | None = None):
+                 before_commit: Callable[[bool], bool | None] | None = None):
         self.settings = settings
         self.name = name
         self.group_id = group_id
@@ -123,6 +124,8 @@ class ConsumerRunner:
                     ready.set()
                 batch = [m for m in msgs if self._usable(m)]
                 if not batch:
+                    if self.before_commit is not None:
+                        self._commit_progress()   # a batching handler's outputs are written when it is ready
                     if idle_timeout is not None and time.monotonic() - last_event > idle_timeout:
                         break
                     continue
@@ -151,7 +154,7 @@ class ConsumerRunner:
 
     def _shutdown(self) -> None:
         try:
-            self._commit_progress()
+            self._commit_progress(final=True)
         finally:
             self._pool.shutdown(wait=True)
             try:
@@ -170,7 +173,7 @@ class ConsumerRunner:
 
     def _on_revoke(self, consumer, partitions) -> None:
         # Commit what is finished on the partitions we lose, so the next owner does not redo it.
-        self._commit_progress({(p.topic, p.partition) for p in partitions})
+        self._commit_progress({(p.topic, p.partition) for p in partitions}, final=True)
         self._assigned -= {(p.topic, p.partition) for p in partitions}
         log.info("%s: revoked %s", self.name, _fmt(partitions))
 
@@ -290,14 +293,17 @@ class ConsumerRunner:
         self.stats.dead_lettered += 1
 
     # -- commits ------------------------------------------------------------
-    def _commit_progress(self, only: set[tuple[str, int]] | None = None) -> None:
+    def _commit_progress(self, only: set[tuple[str, int]] | None = None, final: bool = False) -> None:
         with self._progress_lock:
             pending = {tp: off for tp, off in self._progress.items() if only is None or tp in only}
         if not pending:
             return
         if self.before_commit is not None:
             try:
-                self.before_commit()    # the handler's buffered outputs (e.g. rows for ClickHouse) first
+                # The handler's buffered outputs (e.g. rows for ClickHouse) first. False: it keeps batching, so
+                # the commit waits (never on a final commit: shutdown or revoked partitions).
+                if self.before_commit(final) is False:
+                    return
             except Exception as exc:   # noqa: BLE001 - not durable yet: keep the offsets for the next try
                 log.warning("%s: outputs not yet durable, commit of %s postponed: %s", self.name,
                             _fmt([TopicPartition(t, p, o) for (t, p), o in pending.items()]), exc)

@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS $database.outcomes
     value           Nullable(Float64),
     observed_at     DateTime64(6, 'UTC'),
     source          String,
+    batch_id        String DEFAULT '',        -- the outcome sink's write batch, which its join then reads
     inserted_at     DateTime64(6, 'UTC') DEFAULT now64(6)
 )
 ENGINE = ReplacingMergeTree(observed_at)

@@ -153,3 +153,34 @@ def test_legacy_order_events_are_handled_and_counted(isolated_settings, runner_t
         assert wait_for(lambda: len(seen) == 3)
     assert seen == [e["header"]["event_id"] for e in events]
     assert runner.stats.legacy_framing == 2 and runner.stats.dead_lettered == 0
+
+
+def test_a_batching_handler_commits_only_after_its_outputs_are_written(isolated_settings, runner_thread):
+    """``before_commit``: False keeps batching, an exception keeps the offsets; either way nothing is committed
+    ahead of the outputs, and the final commit at shutdown writes what is left."""
+    s = isolated_settings
+    topic = s.topic(MONITORING_DRIFT)
+    buffered: list[str] = []
+    written: list[str] = []
+    answers = iter([False, RuntimeError("ClickHouse is down")])
+
+    def before_commit(final: bool):
+        answer = next(answers, True) if not final else True
+        if isinstance(answer, Exception):
+            raise answer
+        if answer:
+            written.extend(buffered)
+            buffered.clear()
+        return answer
+
+    runner = ConsumerRunner(s, group_id="g-batch", topics=[topic], handler=lambda env: buffered.append(
+        env.value["feature"]), name="batching", before_commit=before_commit)
+    producer = EventProducer(s, name="tests")
+    with runner_thread(runner):
+        for i in range(3):
+            producer.send(topic, "DriftDetected", drift_event(i), key="m")
+        producer.flush()
+        assert wait_for(lambda: runner.handled == 3)
+        assert wait_for(lambda: written)                  # the third try wrote the outputs, then committed
+        assert committed(s, "g-batch", topic, s.kafka.default_partitions) == 3
+    assert sorted(written) == ["f0", "f1", "f2"] and buffered == []
