@@ -1,7 +1,7 @@
-"""Pure builders of the outcome sink: what a report refers to, whether it fits its model, and its rows.
+"""Pure rules of the outcome sink: what a report refers to, whether it fits its model, and its stored row.
 
-No I/O here (``consumers/outcome_sink.py`` does the reading and writing), so each
-rule has a plain test: ``tests/consumers/test_outcome_rows.py``.
+No I/O here (``consumers/outcome_sink.py`` writes; the join itself is SQL, ``consumers/outcome_join.py``),
+so each rule has a plain test: ``tests/consumers/test_outcome_rows.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Mapping
 
-from infra.clickhouse.rows import _ts
 from infra.errors import PoisonEvent
 
 PREDICTION_ID = re.compile(r"^.+:\d+$")
@@ -64,39 +63,16 @@ def check_fits(outcome: Mapping[str, Any], model: ModelInfo) -> None:
             raise PoisonEvent(f"outcome value {value} is not a finite number")
 
 
-def _micros(value: Any) -> int:
-    """Epoch microseconds of an aware datetime, epoch micros, or the UTC text ``_ts`` writes."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value).replace(tzinfo=UTC)
+def _aware(value: Any) -> datetime:
+    """An aware UTC datetime from what a decoded event holds (a datetime, or epoch microseconds)."""
     if isinstance(value, datetime):
-        return int((value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp() * 1_000_000)
-    return int(value)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(int(value) / 1e6, UTC)
 
 
 def outcome_row(event_id: str, header: Mapping[str, Any], outcome: Mapping[str, Any], ref: str) -> dict[str, Any]:
-    return {"event_id": event_id, "event_time": _ts(_micros(header["event_time"])), "producer": header["producer"],
+    """The ``outcomes`` row of one report (the sink writes a batch of them as one Arrow block)."""
+    return {"event_id": event_id, "event_time": _aware(header["event_time"]), "producer": header["producer"],
             "model_name": outcome["model_name"], "ref": ref, "prediction_id": outcome.get("prediction_id"),
             "row_key": outcome.get("key"), "label": outcome.get("label"), "value": outcome.get("value"),
-            "observed_at": _ts(_micros(outcome["observed_at"])), "source": outcome.get("source") or ""}
-
-
-def labelled_row(outcome: Mapping[str, Any], served: Mapping[str, Any], model: ModelInfo) -> dict[str, Any]:
-    """The served row beside its outcome, as ``consumers.outcome_join.LABEL_SQL`` writes it (the sink joins in
-    ClickHouse; this is the same rule in Python, for code that writes labelled rows itself, such as tests and
-    benchmarks): the true class is indexed in the labels of the version that served."""
-    labels = model.labels.get(int(served["model_version"]), ())
-    label = outcome["label"]
-    classification = model.task != "regression"
-    served_at, observed_at = _micros(served["event_time"]), _micros(outcome["observed_at"])
-    return {
-        "model_name": outcome["model_name"], "model_version": int(served["model_version"]), "ref": outcome["ref"],
-        "prediction_id": served["prediction_id"], "row_key": served.get("row_key"), "served_at": _ts(served_at),
-        "observed_at": _ts(observed_at), "label_delay_s": (observed_at - served_at) / 1e6, "task": model.task,
-        "prediction": served["prediction"],
-        "predicted_index": int(served["prediction_value"]) if classification else -1,
-        "prediction_value": float(served["prediction_value"]), "confidence": float(served["confidence"]),
-        "scores": list(served.get("scores") or []), "label": label,
-        "label_index": labels.index(label) if classification and label in labels else -1,
-        "value": outcome.get("value"), "categorical_names": list(served.get("categorical_names") or []),
-        "categorical_values": list(served.get("categorical_values") or []),
-        "outcome_event_id": outcome["event_id"]}
+            "observed_at": _aware(outcome["observed_at"]), "source": outcome.get("source") or ""}

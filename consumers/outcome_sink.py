@@ -5,13 +5,14 @@ the one outcome policy applies): a report naming neither or both of prediction i
 and key, a malformed id or key, a label for a regressor, a value for a classifier
 or a class the model does not have → PoisonEvent → the DLQ with that reason; the
 consumer carries on. Good reports are buffered and written in batches before
-every commit (``before_commit``): first ``outcomes`` (every report), then, after
-one lookup of their rows in ``inference_rows`` per model, ``labelled_rows`` (the
-join) and ``outcome_orphans`` (reports whose prediction is unknown, expired or not
-stored yet). All three are ReplacingMergeTrees on (model, ref), so a redelivered
-batch changes nothing and the latest observation of a prediction wins. Every
-``rematch_every_s`` the unresolved orphans are looked up again: a report that
-arrived before its telemetry is joined as soon as the row is stored.
+the commit that covers them (``before_commit``): first ``outcomes`` (every report,
+one Arrow block), then ClickHouse joins the batch to its rows in ``inference_rows``
+(``consumers/outcome_join.py``) into ``labelled_rows``, and records the reports
+whose prediction is unknown, expired or not stored yet in ``outcome_orphans``.
+All three are ReplacingMergeTrees on (model, ref), so a redelivered batch changes
+nothing and the latest observation of a prediction wins. Every ``rematch_every_s``
+the unresolved orphans are joined again: a report that arrived before its
+telemetry is joined as soon as the row is stored.
 
 Run: ``python -m consumers.outcome_sink``.
 """
@@ -23,7 +24,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -36,7 +36,6 @@ from consumers.outcome_rows import (
     ref_of,
 )
 from infra.clickhouse.errors import ClickHouseError, is_transient
-from infra.clickhouse.rows import json_each_row
 from infra.kafka import ConsumerRunner, Envelope
 from infra.kafka import topics as T
 
@@ -138,11 +137,6 @@ class OutcomeSink:
             log.info("outcome sink: %d orphaned outcome(s) joined to rows stored since", resolved)
         return resolved
 
-    def _insert(self, table: str, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            self.store.insert_raw(table, json_each_row(rows), "JSONEachRow",
-                                  settings={"input_format_skip_unknown_fields": 0})
-
 
 _TS = pa.timestamp("us", tz="UTC")
 OUTCOMES_SCHEMA = pa.schema([
@@ -154,14 +148,13 @@ OUTCOMES_SCHEMA = pa.schema([
 def _outcomes_table(batch: list[dict[str, Any]], batch_id: str) -> pa.Table:
     """The batch as one Arrow block (columnar: parsed far faster by ClickHouse than JSON rows)."""
     cols: dict[str, list] = {f.name: [r.get(f.name) for r in batch] for f in OUTCOMES_SCHEMA if f.name != "batch_id"}
-    for name in ("event_time", "observed_at"):
-        cols[name] = [datetime.fromisoformat(v).replace(tzinfo=UTC) for v in cols[name]]
     cols["batch_id"] = [batch_id] * len(batch)
     return pa.table({f.name: pa.array(cols[f.name], f.type) for f in OUTCOMES_SCHEMA}, schema=OUTCOMES_SCHEMA)
 
 
 def _transient_or_poison(handler: OutcomeSink):
-    """The handler with ClickHouse failures mapped for the runner: transient → retried, others raise as they are."""
+    """The handler with ClickHouse failures mapped for the runner: transient → retried with backoff until it
+    passes; any other → retried, then dead-lettered (the runner's policy for an unexpected error)."""
     def handle(env: Envelope) -> None:
         try:
             handler(env)

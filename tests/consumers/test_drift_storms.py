@@ -2,8 +2,8 @@
 performance drift from live quality (realised from outcomes, or estimated from confidences).
 
 Real parts: ClickHouse (the session's embedded owner, a private database) and the broker (fresh topics).
-Served rows go in through the telemetry sink's insert path; the labelled rows of the performance test are
-written as the outcome sink writes them (``consumers.outcome_rows.labelled_row``).
+Served rows go in through the telemetry sink's insert path; the outcomes of the performance test through the
+outcome sink's write path (its join in ClickHouse).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from consumers.drift import MonitorState, check_once, compute
-from consumers.outcome_rows import ModelInfo, labelled_row
-from infra.clickhouse.rows import json_each_row, write_events
+from consumers.outcome_rows import outcome_row
+from consumers.outcome_sink import OutcomeSink
+from infra.clickhouse.rows import write_events
 from infra.kafka import EventProducer
 from infra.kafka import topics as T
 from schemas.events import new_header
@@ -87,7 +88,8 @@ def test_the_cool_down_suppresses_a_second_retrain(sink_settings, ch, read_topic
 
 
 def _served_and_labelled(store, n: int, correct: int) -> None:
-    """n served rows of churn v1 in the last minutes, `correct` of them right according to their outcomes."""
+    """n served rows of churn v1 in the last minutes, `correct` of them right according to their outcomes
+    (joined by the outcome sink's own write path)."""
     at = NOW - timedelta(minutes=2)
     h = new_header("serving.triton")
     h["event_time"] = _us(at)
@@ -96,13 +98,10 @@ def _served_and_labelled(store, n: int, correct: int) -> None:
     insert_telemetry(store, [{"header": h, "request_id": "perf", "model_name": "churn", "model_version": 1,
                               "received_at": _us(at), "completed_at": _us(at), "latency_us": 1, "batch_size": n,
                               "rows": rows, "status": "ok"}])
-    info = ModelInfo("binary", {1: ("no", "yes")})
-    labelled = [labelled_row({"model_name": "churn", "ref": f"id:perf:{i}", "label": "yes" if i < correct else "no",
-                              "value": None, "event_id": f"o{i}", "observed_at": _us(NOW)},
-                             {"model_version": 1, "prediction_id": f"perf:{i}", "event_time": _us(at),
-                              "prediction": "yes", "prediction_value": 1.0, "confidence": 0.9,
-                              "scores": [0.1, 0.9]}, info) for i in range(n)]
-    store.insert_raw("labelled_rows", json_each_row(labelled), "JSONEachRow")
+    OutcomeSink(store)._write([outcome_row(f"o{i}", {"event_time": NOW, "producer": "tests"},
+                                           {"model_name": "churn", "prediction_id": f"perf:{i}",
+                                            "label": "yes" if i < correct else "no", "observed_at": NOW},
+                                           f"id:perf:{i}") for i in range(n)])
 
 
 def _test_accuracy(store, accuracy: float, calibration=None) -> None:

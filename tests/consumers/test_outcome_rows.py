@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumers.outcome_rows import ModelInfo, check_fits, labelled_row, ref_of
+from consumers.outcome_rows import ModelInfo, check_fits, ref_of
 from infra.errors import PoisonEvent
 
 CLF = ModelInfo("multiclass", {1: ("no", "yes"), 2: ("yes", "no", "maybe")})
@@ -40,13 +40,3 @@ def test_a_malformed_reference_is_poison(outcome, message):
 def test_an_outcome_that_does_not_fit_its_model_is_poison(model, outcome, message):
     with pytest.raises(PoisonEvent, match=message):
         check_fits({"model_name": "m", "label": None, "value": None, **outcome}, model)
-
-
-def test_the_true_class_is_indexed_in_the_labels_of_the_version_that_served():
-    outcome = {"model_name": "m", "ref": "id:r:0", "label": "yes", "value": None, "event_id": "e",
-               "observed_at": "2026-12-07 10:00:05.000000"}
-    served = {"model_version": 2, "prediction_id": "r:0", "event_time": "2026-12-07 10:00:00.000000",
-              "prediction": "no", "prediction_value": 1.0, "confidence": 0.7, "scores": [0.2, 0.7, 0.1]}
-    row = labelled_row(outcome, served, CLF)
-    assert (row["label_index"], row["predicted_index"], row["label_delay_s"]) == (0, 1, 5.0)
-    assert labelled_row(outcome, {**served, "model_version": 1}, CLF)["label_index"] == 1

@@ -27,27 +27,27 @@ def _us(dt: datetime) -> int:
     return int(dt.timestamp() * 1_000_000)
 
 
-def _model(store, name="churn", task="binary"):
+def _model(store, name="churn", task="binary", version=1, labels=None):
     from schemas.codec import AvroCodec
 
-    value = {"header": new_header("consumers.training"), "model_name": name, "model_version": 1, "run_id": "r",
+    value = {"header": new_header("consumers.training"), "model_name": name, "model_version": version, "run_id": "r",
              "dataset_name": "d", "dataset_version": "v1", "artifact_uri": "a", "checksum": "c", "task": task,
              "primary_metric": "roc_auc", "metrics": {}, "signature_json": "{}",
-             "labels": LABELS if task != "regression" else []}
+             "labels": labels if labels is not None else (LABELS if task != "regression" else [])}
     codec = AvroCodec()
     write_events(store, [("ModelRegistered", codec.decode(codec.encode("ModelRegistered", value),
                                                           "ModelRegistered").value)])
 
 
 def _served(store, request_id: str, predicted: list[int], at: datetime, keys: list[str] | None = None,
-            model="churn"):
+            model="churn", version=1):
     """One served request of len(predicted) rows (class index per row), as the model server reports it."""
     h = new_header("serving.triton")
     h["event_time"] = _us(at)
     rows = [{"index": i, "key": keys[i] if keys else None, "prediction": LABELS[p], "prediction_value": float(p),
              "confidence": 0.9 if p else 0.8, "scores": [0.1, 0.9] if p else [0.8, 0.2], "numeric": [],
              "categorical": ["EU" if i % 2 else "US"]} for i, p in enumerate(predicted)]
-    insert_telemetry(store, [{"header": h, "request_id": request_id, "model_name": model, "model_version": 1,
+    insert_telemetry(store, [{"header": h, "request_id": request_id, "model_name": model, "model_version": version,
                               "received_at": _us(at), "completed_at": _us(at), "latency_us": 1,
                               "batch_size": len(rows), "categorical_names": ["region"], "rows": rows,
                               "prediction": rows[0]["prediction"], "status": "ok"}])
@@ -110,6 +110,19 @@ def test_an_unknown_prediction_is_counted_then_joined_when_its_row_arrives(sink_
     assert sink.rematch() == 1
     assert {r["model_name"] for r in ch.query_rows("SELECT * FROM v_outcome_orphans")} == {"ghost-model"}
     assert _quality(ch, NOW.replace(minute=0))["accuracy"] == 1.0
+
+
+def test_the_true_class_is_indexed_in_the_labels_of_the_version_that_served(sink_settings, ch):
+    _model(ch, version=1)                                            # labels no, yes
+    _model(ch, task="multiclass", version=2, labels=["yes", "no", "maybe"])
+    _served(ch, "v1", [1], NOW)
+    _served(ch, "v2", [1], NOW, version=2)
+    with ModelBus(sink_settings) as mb:
+        mb.report_outcomes([{"model_name": "churn", "prediction_id": f"{r}:0", "label": "yes"} for r in ("v1", "v2")])
+    _run(sink_settings, ch)
+    rows = {r["model_version"]: r["label_index"] for r in ch.query_rows(
+        "SELECT model_version, label_index FROM labelled_rows FINAL WHERE model_name = 'churn'")}
+    assert rows == {1: 1, 2: 0}
 
 
 def _raw(mb, **fields):

@@ -13,9 +13,10 @@ from functools import partial
 
 import pytest
 
-from consumers.outcome_rows import ModelInfo, labelled_row
+from consumers.outcome_rows import outcome_row
+from consumers.outcome_sink import OutcomeSink
 from infra.app.ui import UIServer
-from infra.clickhouse.rows import json_each_row, write_events
+from infra.clickhouse.rows import write_events
 from infra.kafka.admin import ensure_topics
 from infra.kafka.dead_letters import dead_letters
 from infra.kafka.dlq import send_to_dlq
@@ -80,7 +81,7 @@ LABELLED = 8       # outcomes reported for the first served rows of churn v2
 
 def _model(version: int, run_id: str, auc: float, at: datetime, name: str = "churn") -> tuple[str, dict]:
     return ("ModelRegistered", {
-        "calibration": CALIBRATION if (name, version) == ("churn", 2) else None,
+        "calibration": CALIBRATION if (name, version) == ("churn", 2) else None, "labels": ["no", "yes"],
         "header": _header("consumers.training", at), "model_name": name, "model_version": version, "run_id": run_id,
         "dataset_name": "churn", "dataset_version": "v1", "artifact_uri": f"file:///models/{version}.pt",
         "checksum": f"sum{version}", "task": "classification", "primary_metric": "roc_auc",
@@ -129,15 +130,11 @@ def seed(store) -> None:
                                   _model(3, "run-d", 0.80, t + timedelta(minutes=9)),
                                   _model(1, "run-x", 0.7, t, name=ODD), *_decisions()]))
     insert_telemetry(store, (_telemetry()))
-    served = [t for t in _telemetry()][:LABELLED]
-    info = ModelInfo("binary", {2: ("no", "yes")})
-    store.insert_raw("labelled_rows", json_each_row([labelled_row(
-        {"model_name": "churn", "ref": f"id:{t['request_id']}:0", "label": "yes", "value": None, "event_id": f"o{i}",
-         "observed_at": _us(NOW)},
-        {"model_version": 2, "prediction_id": f"{t['request_id']}:0", "event_time": t["header"]["event_time"],
-         "prediction": t["prediction"], "prediction_value": float(t["prediction"] == "yes"), "confidence": 0.8,
-         "scores": [0.2, 0.8] if t["prediction"] == "yes" else [0.8, 0.2]}, info) for i, t in enumerate(served)]),
-        "JSONEachRow")
+    served = _telemetry()[:LABELLED]          # their outcomes, through the outcome sink's own write path
+    OutcomeSink(store)._write([outcome_row(f"o{i}", {"event_time": NOW, "producer": "tests"},
+                                           {"model_name": "churn", "prediction_id": f"{t['request_id']}:0",
+                                            "label": "yes", "observed_at": NOW}, f"id:{t['request_id']}:0")
+                               for i, t in enumerate(served)])
 
 
 @pytest.fixture(scope="module")
