@@ -39,7 +39,8 @@ def _esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
+    """A value as one table cell's text (times in UTC, floats to 4 significant digits); the web UI uses it too."""
     if value is None:
         return ""
     if isinstance(value, datetime):
@@ -49,9 +50,9 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, (list, tuple)):
-        return ", ".join(_cell(v) for v in value)
+        return ", ".join(cell(v) for v in value)
     if isinstance(value, dict):
-        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
+        return ", ".join(f"{k}={cell(v)}" for k, v in value.items())
     return str(value)
 
 
@@ -59,7 +60,7 @@ def _table(data: PanelData) -> str:
     if not data.rows:
         return '<div class="empty">No rows in this range.</div>'
     head = "".join(f"<th>{_esc(c)}</th>" for c in data.columns)
-    body = "".join("<tr>" + "".join(f"<td>{_esc(_cell(r.get(c)))}</td>" for c in data.columns) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td>{_esc(cell(r.get(c)))}</td>" for c in data.columns) + "</tr>"
                    for r in data.rows)
     return f'<table data-rows="{len(data.rows)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 

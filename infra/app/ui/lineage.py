@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from infra.app.dashboard.page import _cell
+from infra.app.dashboard.page import cell
 from infra.app.ui import figures as F
 from infra.app.ui.pages import Context, Page, Query
 from infra.app.ui.queries import one, parse_version
@@ -25,7 +25,7 @@ def _upstream(m: dict[str, Any]) -> list[dict[str, str]]:
     nodes = []
     if m.get("dataset_event_id"):
         nodes.append(_node("upstream event", f"DatasetCreated from {m['dataset_producer']}",
-                           f"event {m['dataset_event_id']} at {_cell(m['dataset_created_at'])}"))
+                           f"event {m['dataset_event_id']} at {cell(m['dataset_created_at'])}"))
         nodes.append(_node("dataset version", f"{m['dataset_name']} {m['dataset_version']}",
                            f"{m['dataset_rows']} rows, {m['dataset_uri']}, checksum {m['dataset_checksum']}"))
     else:
@@ -34,10 +34,10 @@ def _upstream(m: dict[str, Any]) -> list[dict[str, str]]:
     run_state = "ok" if m.get("run_status") == "finished" else ("none" if m.get("run_status") is None else "bad")
     code = m["code_version"] or "unrecorded"
     nodes.append(_node("training run", m["run_id"], f"status {m.get('run_status') or 'unknown'}, seed "
-                       f"{m.get('run_seed')}, {_cell(m.get('run_duration_s'))} s, code {code}", run_state,
+                       f"{m.get('run_seed')}, {cell(m.get('run_duration_s'))} s, code {code}", run_state,
                        "/compare?" + urlencode({"run": m["run_id"]})))
     nodes.append(_node("model", f"{m['model_name']} v{m['model_version']}",
-                       f"{m['primary_metric']} {_cell(m['metric_value'])}, artifact {m['artifact_uri']}, "
+                       f"{m['primary_metric']} {cell(m['metric_value'])}, artifact {m['artifact_uri']}, "
                        f"checksum {m['checksum']}, event {m['model_event_id']}", "ok",
                        "/?" + urlencode({"model": m["model_name"]})))
     return nodes
@@ -53,7 +53,7 @@ def _decisions(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
         checks = f"checks passed {passed}/{len(d['check_names'] or [])}" + (
             f"; failed: {', '.join(failed)}" if failed else "")
         kind = "deployment" if d["decision"] == "deployed" else "gate decision"
-        out.append(_node(kind, f"{d['decision']} ({d['detail']})", f"{checks}; at {_cell(d['event_time'])}, event "
+        out.append(_node(kind, f"{d['decision']} ({d['detail']})", f"{checks}; at {cell(d['event_time'])}, event "
                          f"{d['event_id']}", "ok" if d["decision"] == "deployed" else "bad"))
     return out
 
@@ -78,9 +78,9 @@ def lineage(ctx: Context, query: Query) -> Page:
                      request_id=request_id)
     nodes = _upstream(found[0]) + _decisions(ctx.reader.rows("lineage_decisions", model=model, version=version))
     if prediction is not None:
-        nodes.append(_node("prediction", f"{prediction['prediction']} (confidence {_cell(prediction['confidence'])})",
+        nodes.append(_node("prediction", f"{prediction['prediction']} (confidence {cell(prediction['confidence'])})",
                            f"request {request_id}, {prediction['batch_size']} rows, status {prediction['status']}, "
-                           f"at {_cell(prediction['event_time'])}", "ok" if prediction["status"] == "ok" else "bad"))
+                           f"at {cell(prediction['event_time'])}", "ok" if prediction["status"] == "ok" else "bad"))
     title = f"Lineage of {model} v{version}" + (f", request {request_id}" if request_id else "")
     return _page(title=title, nodes=nodes, figure=F.to_json(F.lineage_graph(nodes)), model=model,
                  version=version, request_id=request_id)

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from infra.app.dashboard.page import _cell
+from infra.app.dashboard.page import cell
 
 NAV = (("/", "Models"), ("/runs", "Runs"), ("/live", "Live"), ("/lineage", "Lineage"), ("/dlq", "Dead letters"))
 TOP_METRICS = 4
@@ -23,14 +23,14 @@ def _top_metrics(metrics: dict[str, float] | None) -> str:
     if not metrics:
         return ""
     keys = sorted(metrics, key=lambda k: (k != "best_val_loss", k))[:TOP_METRICS]
-    return ", ".join(f"{k}={_cell(metrics[k])}" for k in keys)
+    return ", ".join(f"{k}={cell(metrics[k])}" for k in keys)
 
 
 @lru_cache(maxsize=1)
 def environment() -> Environment:
     env = Environment(loader=PackageLoader("infra.app.ui", "templates"), autoescape=select_autoescape(default=True),
                       trim_blocks=True, lstrip_blocks=True)
-    env.filters["cell"] = _cell
+    env.filters["cell"] = cell
     env.filters["top_metrics"] = _top_metrics
     env.globals["q"] = _query
     env.globals["nav"] = NAV
