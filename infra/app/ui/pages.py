@@ -32,7 +32,7 @@ class Context:
 def models(ctx: Context, query: Query) -> Page:
     model = one(query, "model")
     rows = ctx.reader.rows("model_versions", model=model, limit=500)
-    names = sorted({r["model_name"] for r in ctx.reader.rows("model_versions", model="", limit=1000)})
+    names = [r["model_name"] for r in ctx.reader.rows("model_names")]
     return "models.html", "Models and their versions", {"rows": rows, "model": model, "names": names}
 
 
