@@ -73,8 +73,12 @@ class PidFile:
             return None
         try:
             proc = psutil.Process(pid)
-            if proc.status() != psutil.STATUS_ZOMBIE and self.expect_cmd in " ".join(proc.cmdline()):
-                return pid
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                cmd = proc.cmdline()
+                # An empty command line is a process whose arguments cannot be read at this instant (it is
+                # between fork and exec, or exec is finishing), not another program: keep the file.
+                if not cmd or self.expect_cmd in " ".join(cmd):
+                    return pid
         except psutil.Error:
             pass
         self.path.unlink(missing_ok=True)
