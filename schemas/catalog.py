@@ -74,7 +74,8 @@ def schema_path(name: str, avro_dir: Path = AVRO_DIR) -> Path:
     return avro_dir / f"{NAMESPACE}.{name}.avsc"
 
 
-def _make(name: str, version: int, expanded: dict[str, Any]) -> EventSchema:
+def event_schema(name: str, version: int, expanded: dict[str, Any]) -> EventSchema:
+    """The one place an EventSchema is built, so every schema (catalogued or from a registry) is parsed once."""
     # Parsed once, with fastavro's hint: schemaless_writer/reader re-parse a schema without it on every call
     # (measured: 61 µs to encode a one-row InferenceTelemetry without the hint, 18 µs with it).
     parsed = parse_schema(expanded)
@@ -92,14 +93,14 @@ class Catalog:
         for name in EVENTS:
             path = schema_path(name, avro_dir)
             released = sorted((history_dir / name).glob("v*.avsc"), key=lambda p: int(p.stem[1:]))
-            versions = [_make(name, int(p.stem[1:]), json.loads(p.read_text())) for p in released]
+            versions = [event_schema(name, int(p.stem[1:]), json.loads(p.read_text())) for p in released]
             self.history[name] = versions
             for v in versions:
                 self._index(v)
             expanded = load_expanded(path)
             cur = next((v for v in versions if v.fingerprint == fingerprint_of(expanded)), None)
             if cur is None:  # unreleased change: it is the next version
-                cur = _make(name, (versions[-1].version + 1) if versions else 1, expanded)
+                cur = event_schema(name, (versions[-1].version + 1) if versions else 1, expanded)
                 self._index(cur)
             self.current[name] = cur
 

@@ -22,9 +22,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, cast
 
-from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro import schemaless_reader, schemaless_writer
 
-from schemas.catalog import Catalog, EventSchema, catalog
+from schemas.catalog import Catalog, EventSchema, catalog, event_schema
 
 log = logging.getLogger("modelbus.schemas.codec")
 
@@ -174,7 +174,7 @@ class AvroCodec:
         known = self.catalog.by_fingerprint.get(fingerprint_of(expanded))
         if known is None:   # a newer (or older) producer's schema: resolved against ours by its short name
             name = str(expanded.get("name", "?")).rsplit(".", 1)[-1]
-            known = EventSchema(name, 0, expanded, parse_schema(expanded, _write_hint=False), fingerprint_of(expanded))
+            known = event_schema(name, 0, expanded)
         self._by_registry_id[sid] = known
         return known
 
