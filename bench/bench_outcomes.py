@@ -19,13 +19,13 @@ import argparse
 import random
 import tempfile
 import time
+from datetime import UTC, datetime
 
 from consumers.outcome_sink import OutcomeSink
 from infra.app.stack.clickhouse import ChdbServer
 from infra.app.stack.process import free_port
 from infra.clickhouse import HttpStore
 from infra.clickhouse.migrate import migrate
-from infra.clickhouse.rows import _ts
 from infra.settings import load_settings
 
 SERVED_SQL = """
@@ -76,7 +76,7 @@ def _timed(fn) -> float:
 
 def _outcomes(served: int, n: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
-    now = _ts(int(time.time() * 1e6))
+    now = datetime.now(UTC)      # as the sink's outcome_row builds them: aware datetimes
     return [{"event_id": f"o{i}", "event_time": now, "producer": "bench", "model_name": "bench",
              "ref": f"id:{pid // 64}:{pid % 64}", "prediction_id": f"{pid // 64}:{pid % 64}", "row_key": None,
              "label": "yes" if i % 4 else "no", "value": None, "observed_at": now, "source": "bench"}

@@ -1,12 +1,13 @@
 """The outcome join as ClickHouse statements: the engine matches outcomes to served rows, not Python.
 
 ``LABEL_SQL`` joins a set of outcomes (``{source}``: the batch just stored in ``outcomes``, named by its
-``batch_id`` so no list of ids travels in the request, or the
-unresolved orphans) to their served rows in ``inference_rows`` by ref (``id:<prediction_id>`` or
-``key:<row_key>``; for a key reused by several rows, its latest row) and to the labels of the model
-version that served each row, and writes ``labelled_rows``. ``ORPHAN_SQL`` records the batch's outcomes
-that found no row, with the reason; ``RESOLVE_SQL`` marks the orphans that have a labelled row now.
-``{source}`` is one of the two constant subqueries below, never text from an event.
+``batch_id`` so no list of ids travels in the request, or the unresolved orphans) to their served rows in
+``inference_rows`` by ref (``id:<prediction_id>`` or ``key:<row_key>``; for a key reused by several rows,
+its latest row) and to the labels of the model version that served each row, and writes
+``labelled_rows``. Each kind of ref is looked up on its own column (``prediction_id IN ...``,
+``row_key IN ...``), so no ref text is built for the served rows the set does not name. ``ORPHAN_SQL``
+records the batch's outcomes that found no row, with the reason; ``RESOLVE_SQL`` marks the orphans that
+have a labelled row now. ``{source}`` is one of the two constant subqueries below, never text from an event.
 """
 
 from __future__ import annotations
@@ -28,12 +29,18 @@ SELECT o.model_name, r.model_version, o.ref, r.prediction_id, r.row_key, r.event
 FROM {source} AS o
 INNER JOIN
 (
-    SELECT model_name, model_version, prediction_id, row_key, event_time, prediction, prediction_value, confidence,
-           scores, categorical_names, categorical_values, ref
-    FROM inference_rows
-    ARRAY JOIN arrayFilter(x -> x != '', [concat('id:', prediction_id),
-                                          if(row_key IS NULL, '', concat('key:', assumeNotNull(row_key)))]) AS ref
-    WHERE (model_name, ref) IN (SELECT model_name, ref FROM {source})
+    SELECT * FROM
+    (
+        SELECT model_name, model_version, prediction_id, row_key, event_time, prediction, prediction_value,
+               confidence, scores, categorical_names, categorical_values, concat('id:', prediction_id) AS ref
+        FROM inference_rows
+        WHERE prediction_id IN (SELECT substring(ref, 4) FROM {source} WHERE startsWith(ref, 'id:'))
+        UNION ALL
+        SELECT model_name, model_version, prediction_id, row_key, event_time, prediction, prediction_value,
+               confidence, scores, categorical_names, categorical_values, concat('key:', assumeNotNull(row_key)) AS ref
+        FROM inference_rows
+        WHERE row_key IN (SELECT substring(ref, 5) FROM {source} WHERE startsWith(ref, 'key:'))
+    )
     ORDER BY event_time DESC
     LIMIT 1 BY model_name, ref
 ) AS r ON r.model_name = o.model_name AND r.ref = o.ref
