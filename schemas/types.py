@@ -258,29 +258,6 @@ class DeploymentRejected(TypedDict):
     champion_metric: NotRequired[float | None]  # Champion's primary metric.
 
 
-class TelemetryRow(TypedDict):
-    """One served row of a request: what the model answered for it and the inputs drift needs. Its prediction id is
-    '<request_id>:<index>'.
-    """
-
-    index: int  # Position of the row in the request (0-based).
-    # The client's own key for the row (the request parameter 'modelbus_row_keys'), for reporting its outcome by
-    # that key.
-    key: NotRequired[str | None]
-    prediction: str  # Predicted label (classification) or value as text (regression).
-    prediction_value: float  # Class index (classification) or predicted value (regression).
-    confidence: float  # Probability of the predicted class (1.0 for regression).
-    # Class probabilities in label order (classification); empty for regression. Live log-loss, ROC-AUC and
-    # calibration need them.
-    scores: NotRequired[list[float]]
-    # The row's value of each input in the event's numeric_names (an image or other tensor input: the mean over
-    # its elements; NaN when missing).
-    numeric: NotRequired[list[float]]
-    # The row's value of each input in the event's categorical_names; values over 64 characters are replaced by
-    # 'sha256:' and 16 hex digits of their hash.
-    categorical: NotRequired[list[str]]
-
-
 class InferenceTelemetry(TypedDict):
     """One inference request as seen inside the served model. Key: model name."""
 
@@ -304,10 +281,28 @@ class InferenceTelemetry(TypedDict):
     confidence: NotRequired[float]  # Probability of the predicted class (1.0 for regression).
     status: NotRequired[str]  # 'ok' or 'error'.
     error: NotRequired[str | None]  # Error message of a failed request.
-    # Every served row of the request, in order (empty for a failed request, whose batch_size still says how many
-    # rows it held). The request-level prediction fields above repeat row 0 for readers written before rows
-    # existed.
-    rows: NotRequired[list[TelemetryRow]]
+    # Every served row, column by column (the row_* fields, one value per row in request order; row r's prediction
+    # id is '<request_id>:<r>'; all empty for a failed request, whose batch_size still says how many rows it
+    # held). Columns rather than one record per row because a request's rows are encoded on the serving path's
+    # thread: arrays of numbers encode several times faster than records (the request-level prediction fields
+    # above repeat row 0 for readers written before per-row telemetry). row_keys: the client's own key of each row
+    # (request parameter 'modelbus_row_keys'), for reporting its outcome by that key; empty when the client sent
+    # none.
+    row_keys: NotRequired[list[str]]
+    # Each row's predicted label (classification) or value as text (regression).
+    row_predictions: NotRequired[list[str]]
+    row_values: NotRequired[list[float]]  # Each row's class index (classification) or predicted value (regression).
+    row_confidences: NotRequired[list[float]]  # Each row's probability of its predicted class (1.0 for regression).
+    # Class probabilities in label order, row after row: row r's are items r*k to r*k+k-1, k =
+    # len(row_probabilities) / len(row_predictions); empty for regression. Live log-loss, ROC-AUC and calibration
+    # need them.
+    row_probabilities: NotRequired[list[float]]
+    # Per input named in numeric_names, in that order: each row's value (an image or other tensor input: the mean
+    # over its elements; NaN when missing).
+    row_numeric_values: NotRequired[list[list[float]]]
+    # Per input named in categorical_names, in that order: each row's value; values over 64 characters are
+    # replaced by 'sha256:' and 16 hex digits of their hash.
+    row_categorical_values: NotRequired[list[list[str]]]
     # True for a request sent with the Triton request parameter 'modelbus_smoke' set (the deployer's smoke
     # inference), so counts of live traffic leave it out. Events written before this field read as false.
     smoke: NotRequired[bool]

@@ -23,8 +23,9 @@ from infra.kafka.renewal import PURGED, session_rejected
 from infra.kafka.topics import INFERENCE_TELEMETRY, SERVING_METRICS
 from infra.settings import Settings
 from schemas.events import new_header
-from schemas.types import InferenceTelemetry, ServerMetrics, TelemetryRow
+from schemas.types import InferenceTelemetry, ServerMetrics
 from serving.telemetry_losses import LossLedger, loss_report
+from serving.telemetry_rows import NO_ROWS, RowColumns
 
 PRODUCER_NAME = "serving.triton"
 # Stable stage names: reused in the event's stage_latency_us map, logs and ClickHouse rows.
@@ -43,8 +44,9 @@ def telemetry_event(*, request_id: str, model_name: str, model_version: int, rec
                     stages: dict[str, int], batch_size: int, numeric: dict[str, float] | None = None,
                     categorical: dict[str, str] | None = None, prediction: str = "", prediction_value: float = 0.0,
                     confidence: float = 0.0, error: str | None = None, smoke: bool = False,
-                    rows: list[TelemetryRow] | None = None) -> InferenceTelemetry:
-    """An InferenceTelemetry value (times in microseconds since the epoch); ``rows``: every served row."""
+                    rows: RowColumns | None = None) -> InferenceTelemetry:
+    """An InferenceTelemetry value (times in microseconds since the epoch); ``rows``: every served row, as the
+    event's ``row_*`` columns (``telemetry_rows.row_columns``)."""
     numeric = numeric or {}
     categorical = categorical or {}
     header = new_header(PRODUCER_NAME, correlation_id=request_id or None)
@@ -67,8 +69,8 @@ def telemetry_event(*, request_id: str, model_name: str, model_version: int, rec
         "confidence": float(confidence),
         "status": "error" if error else "ok",
         "error": error,
-        "rows": rows or [],
         "smoke": bool(smoke),
+        **(rows or NO_ROWS),
     }
 
 

@@ -2,7 +2,11 @@
 
 Split in two so the request path stays short: ``row_values`` copies what cannot
 outlive ``execute()`` (inputs may sit in Triton's shared memory) as plain numpy
-arrays; ``rows_of`` builds the ``TelemetryRow`` records on the telemetry thread.
+arrays; ``row_columns`` builds the event's ``row_*`` fields on the telemetry
+thread. The rows travel as columns (one array per field) because that thread
+shares the GIL with ``execute()``, and one fastavro call holds it for the
+whole event: a batch of 64 rows encodes in ~50 µs as columns and ~200 µs as
+64 records.
 
 A row's prediction id is ``<request_id>:<index>`` (``prediction_id``); a client
 may also name its rows with its own keys, sent as the request parameter
@@ -15,11 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Sequence
+from typing import Any, Sequence, TypedDict
 
 import numpy as np
-
-from schemas.types import TelemetryRow
 
 ROW_KEYS_PARAMETER = "modelbus_row_keys"
 MAX_TEXT = 64            # categorical values longer than this are stored as their hash
@@ -87,26 +89,42 @@ def as_text(value: Any) -> str:
     return bounded(value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value))
 
 
-def rows_of(signature, outs: Sequence[np.ndarray], numeric: Sequence[tuple[str, float, np.ndarray]],
-            categorical: Sequence[tuple[str, list]], keys: Sequence[str] | None) -> list[TelemetryRow]:
-    """One TelemetryRow per served row (built on the telemetry thread)."""
+class RowColumns(TypedDict):
+    """InferenceTelemetry's ``row_*`` fields: one item per served row (see the schema's docs)."""
+
+    row_keys: list[str]
+    row_predictions: list[str]
+    row_values: list[float]
+    row_confidences: list[float]
+    row_probabilities: list[float]
+    row_numeric_values: list[list[float]]
+    row_categorical_values: list[list[str]]
+
+
+NO_ROWS = RowColumns(row_keys=[], row_predictions=[], row_values=[], row_confidences=[], row_probabilities=[],
+                     row_numeric_values=[], row_categorical_values=[])
+
+
+def row_columns(signature, outs: Sequence[np.ndarray], numeric: Sequence[tuple[str, float, np.ndarray]],
+                categorical: Sequence[tuple[str, list]], keys: Sequence[str] | None) -> RowColumns:
+    """The event's ``row_*`` fields for the served rows (built on the telemetry thread)."""
     scores = outs[0]
     n = scores.shape[0]
-    num = [values.tolist() for _, _, values in numeric]
-    cat = [[as_text(v) for v in values] for _, values in categorical]
     if signature.is_classification:
         probs = scores.reshape(n, -1).astype(np.float64)
-        index = outs[1].reshape(-1).astype(np.int64).tolist()
+        index = outs[1].reshape(-1).astype(np.int64)
         labels = signature.labels
-        preds = [labels[k] if 0 <= k < len(labels) else str(k) for k in index]
-        values: list[float] = [float(k) for k in index]
-        conf = [float(probs[r, k]) if 0 <= k < probs.shape[1] else 0.0 for r, k in enumerate(index)]
-        score_rows = probs.tolist()
+        known = (index >= 0) & (index < probs.shape[1])
+        preds = [labels[k] if 0 <= k < len(labels) else str(k) for k in index.tolist()]
+        values = index.astype(np.float64).tolist()
+        conf = np.where(known, probs[np.arange(n), np.clip(index, 0, probs.shape[1] - 1)], 0.0).tolist()
+        flat = probs.reshape(-1).tolist()
     else:
         values = scores.reshape(n, -1)[:, 0].astype(np.float64).tolist()
         preds = [f"{v:.6g}" for v in values]
         conf = [1.0] * n
-        score_rows = [[] for _ in range(n)]
-    return [{"index": r, "key": keys[r] if keys else None, "prediction": preds[r], "prediction_value": values[r],
-             "confidence": conf[r], "scores": score_rows[r], "numeric": [col[r] for col in num],
-             "categorical": [col[r] for col in cat]} for r in range(n)]
+        flat = []
+    return RowColumns(row_keys=list(keys) if keys else [], row_predictions=preds, row_values=values,
+                      row_confidences=conf, row_probabilities=flat,
+                      row_numeric_values=[v.tolist() for _, _, v in numeric],
+                      row_categorical_values=[[as_text(v) for v in column] for _, column in categorical])

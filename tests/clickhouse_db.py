@@ -31,16 +31,36 @@ def migrated_store(settings: Settings) -> Iterator[HttpStore]:
         store.close()
 
 
+def as_columns(rows: list[dict]) -> dict[str, list]:
+    """A request's rows written as records (index, key, prediction, prediction_value, confidence, scores,
+    numeric, categorical: easy to read in a test) as InferenceTelemetry's ``row_*`` columns, the wire form."""
+    keys = [r.get("key") for r in rows]
+    n_num = max((len(r.get("numeric", [])) for r in rows), default=0)
+    n_cat = max((len(r.get("categorical", [])) for r in rows), default=0)
+    return {"row_keys": keys if all(k is not None for k in keys) and rows else [],
+            "row_predictions": [r["prediction"] for r in rows],
+            "row_values": [float(r.get("prediction_value", 0.0)) for r in rows],
+            "row_confidences": [float(r.get("confidence", 0.0)) for r in rows],
+            "row_probabilities": [float(s) for r in rows for s in r.get("scores", [])],
+            "row_numeric_values": [[float(r["numeric"][c]) for r in rows] for c in range(n_num)],
+            "row_categorical_values": [[r["categorical"][c] for r in rows] for c in range(n_cat)]}
+
+
 def with_rows(value: dict) -> dict:
-    """An InferenceTelemetry value with its ``rows``: tests that describe a request by its request-level fields
-    (one row) get that row, as the served model would have written it."""
-    if value.get("rows") or value.get("status", "ok") != "ok":
+    """An InferenceTelemetry value with its rows as the wire's ``row_*`` columns: a test's ``rows`` (records,
+    see ``as_columns``) are converted; a request described only by its request-level fields (one row) gets
+    that row, as the served model would have written it."""
+    value = dict(value)
+    rows = value.pop("rows", None)
+    if rows is None and (value.get("row_predictions") or value.get("status", "ok") != "ok"):
         return value
-    row = {"index": 0, "key": None, "prediction": value.get("prediction", ""),
-           "prediction_value": float(value.get("prediction_value", 0.0)),
-           "confidence": float(value.get("confidence", 0.0)), "scores": [],
-           "numeric": list(value.get("numeric_means", [])), "categorical": list(value.get("categorical_values", []))}
-    return {**value, "rows": [row]}
+    if rows is None:
+        rows = [{"index": 0, "key": None, "prediction": value.get("prediction", ""),
+                 "prediction_value": float(value.get("prediction_value", 0.0)),
+                 "confidence": float(value.get("confidence", 0.0)), "scores": [],
+                 "numeric": list(value.get("numeric_means", [])),
+                 "categorical": list(value.get("categorical_values", []))}]
+    return {**value, **as_columns(rows)}
 
 
 def telemetry_container(values, coords=None) -> bytes:

@@ -33,7 +33,7 @@ from schemas.types import InferenceTelemetry
 from serving.artifact import verify_checksum
 from serving.signature import Signature
 from serving.telemetry import STAGE_DECODE, STAGE_ENCODE, STAGE_MODEL, TelemetryEmitter, is_smoke, telemetry_event
-from serving.telemetry_rows import as_text, row_keys, row_values, rows_of
+from serving.telemetry_rows import NO_ROWS, as_text, row_columns, row_keys, row_values
 
 log = logging.getLogger("modelbus.serving.model")
 TORCH_THREADS = 1  # one instance = one core; scale with instance_group count instead
@@ -263,15 +263,16 @@ class TritonPythonModel:
     def _event(self, request_id, smoke, received, completed, stages, n, numeric, categorical, keys, outs,
                error) -> InferenceTelemetry:
         numeric = [c for c in numeric if c[1] == c[1]]    # a column with no value in the request is left out
-        rows = rows_of(self.signature, outs, numeric, categorical, keys) if outs is not None else []
-        first = rows[0] if rows else None
+        cols = row_columns(self.signature, outs, numeric, categorical, keys) if outs is not None else NO_ROWS
+        first = len(cols["row_predictions"]) > 0
         return telemetry_event(
             request_id=request_id, model_name=self.model_name, model_version=self.model_version,
             received_at=received, completed_at=completed, stages=stages, batch_size=n,
             numeric={name: mean for name, mean, _ in numeric},
             categorical={name: as_text(values[0]) for name, values in categorical if values},
-            prediction=first["prediction"] if first else "", prediction_value=first["prediction_value"] if first
-            else 0.0, confidence=first["confidence"] if first else 0.0, error=error, smoke=smoke, rows=rows)
+            prediction=cols["row_predictions"][0] if first else "",
+            prediction_value=cols["row_values"][0] if first else 0.0,
+            confidence=cols["row_confidences"][0] if first else 0.0, error=error, smoke=smoke, rows=cols)
 
     def finalize(self):
         if getattr(self, "emitter", None) is not None:

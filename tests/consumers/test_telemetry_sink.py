@@ -16,6 +16,7 @@ from infra.kafka.config import consumer_config
 from infra.kafka.topics import INFERENCE_TELEMETRY, dlq_name
 from schemas.catalog import catalog
 from schemas.events import new_header, now_us
+from tests.clickhouse_db import as_columns
 
 pytestmark = pytest.mark.stack
 
@@ -93,7 +94,8 @@ def test_block_rejected_by_clickhouse_falls_back_to_per_message_checks(sink_sett
 
 
 def test_events_of_every_released_writer_schema_land_and_only_flagged_ones_read_as_smoke(sink_settings, ch):
-    """v1 producers (before `smoke`) still run during an upgrade: their rows read false, as Avro resolution says."""
+    """v1 producers (before `smoke`) still run during an upgrade: their rows read false, as Avro resolution says;
+    v3 producers (rows as records, before v4's columns) too: their rows land as v4's do."""
     import io
 
     import fastavro
@@ -108,14 +110,39 @@ def test_events_of_every_released_writer_schema_land_and_only_flagged_ones_read_
     p.send_raw(topic, b"\xc3\x01" + v1.fingerprint + buf.getvalue(), b"k0")
     p.send(topic, "InferenceTelemetry", telemetry(1) | {"request_id": "flagged", "smoke": True}, key="k0")
     p.send(topic, "InferenceTelemetry", telemetry(2) | {"request_id": "live"}, key="k0")
+    # v3 wrote a request's rows as records, v4 as columns: both land row by row in inference_rows.
+    v3 = catalog().history["InferenceTelemetry"][2]
+    assert "rows" in {f["name"] for f in v3.expanded["fields"]}
+    records = [{"index": i, "key": f"order-{i}", "prediction": p, "prediction_value": float(p == "yes"),
+                "confidence": 0.7 + i / 10, "scores": [0.3 - i / 10, 0.7 + i / 10] if p == "yes" else
+                [0.7 + i / 10, 0.3 - i / 10], "numeric": [40.0 + i], "categorical": [r]}
+               for i, (p, r) in enumerate([("yes", "EU"), ("no", "US")])]
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, v3.parsed, telemetry(3) | {"request_id": "from-v3", "batch_size": 2,
+                                                               "rows": records})
+    p.send_raw(topic, b"\xc3\x01" + v3.fingerprint + buf.getvalue(), b"k0")
+    p.send(topic, "InferenceTelemetry", telemetry(4) | {"request_id": "from-v4", "batch_size": 2,
+                                                        **as_columns(records)}, key="k0")
     p.flush(30)
 
     stats = run_sink(sink_settings, ch)
 
-    assert stats.inserted == 3 and stats.dead_lettered == 0
+    assert stats.inserted == 5 and stats.dead_lettered == 0
     rows = ch.query_rows("SELECT request_id, smoke FROM inference_telemetry FINAL ORDER BY request_id")
-    assert rows == [{"request_id": "flagged", "smoke": True}, {"request_id": "from-v1", "smoke": False},
-                    {"request_id": "live", "smoke": False}]
+    assert rows == [{"request_id": "flagged", "smoke": True}, {"request_id": "from-v1",
+                    "smoke": False}, {"request_id": "from-v3", "smoke": False}, {"request_id": "from-v4",
+                    "smoke": False}, {"request_id": "live", "smoke": False}]
+    served = ch.query_rows("SELECT request_id, row_index, prediction_id, row_key, prediction, prediction_value, "
+                           "confidence, scores, numeric_values, categorical_values FROM inference_rows FINAL "
+                           "WHERE request_id LIKE 'from-v%' ORDER BY request_id, row_index")
+    for version in ("v3", "v4"):
+        got = [r for r in served if r["request_id"] == f"from-{version}"]
+        assert [(r["row_index"], r["prediction_id"], r["row_key"]) for r in got] == [
+            (i, f"from-{version}:{i}", f"order-{i}") for i in range(2)], version
+        assert [(r["prediction"], r["prediction_value"], r["confidence"], r["scores"], r["numeric_values"],
+                 r["categorical_values"]) for r in got] == [
+            (w["prediction"], w["prediction_value"], w["confidence"], w["scores"], w["numeric"], w["categorical"])
+            for w in records], version
 
 
 def _committed(settings, group: str) -> int:

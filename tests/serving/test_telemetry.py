@@ -16,6 +16,7 @@ from schemas.codec import AvroCodec
 from serving.errors import InvalidRequest
 from serving.reference_model import SAMPLE, build_module, run_module
 from serving.telemetry import SMOKE_PARAMETER, STAGES, TelemetryEmitter, is_smoke, telemetry_event
+from serving.telemetry_rows import NO_ROWS
 
 
 def _event(request_id: str = "r1", **kw) -> dict:
@@ -109,14 +110,14 @@ def test_served_requests_emit_telemetry_that_arrives_in_kafka(deployed_churn, mo
     assert ev["confidence"] == pytest.approx(float(scores[0, label[0, 0]]), rel=1e-5)
     assert set(ev["stage_latency_us"]) == set(STAGES) and ev["latency_us"] >= ev["stage_latency_us"]["model"]
     assert ev["completed_at"] >= ev["received_at"]
-    # Every row of the batch, not only row 0.
-    assert [r["index"] for r in ev["rows"]] == list(range(4)) and all(r["key"] is None for r in ev["rows"])
-    assert [r["prediction"] for r in ev["rows"]] == [["no", "yes"][int(k)] for k in label[:, 0]]
-    assert [r["confidence"] for r in ev["rows"]] == pytest.approx([float(scores[i, label[i, 0]]) for i in range(4)],
-                                                                  rel=1e-5)
-    np.testing.assert_allclose([r["scores"] for r in ev["rows"]], scores, rtol=1e-5)
-    np.testing.assert_allclose([r["numeric"] for r in ev["rows"]], np.column_stack([SAMPLE["age"], SAMPLE["income"]]))
-    assert [r["categorical"] for r in ev["rows"]] == [[str(v)] for v in SAMPLE["region"]]
+    # Every row of the batch, not only row 0, as columns: one value per row.
+    assert ev["row_keys"] == []                                                          # the client sent none
+    assert ev["row_predictions"] == [["no", "yes"][int(k)] for k in label[:, 0]]
+    assert ev["row_values"] == [float(k) for k in label[:, 0]]
+    assert ev["row_confidences"] == pytest.approx([float(scores[i, label[i, 0]]) for i in range(4)], rel=1e-5)
+    np.testing.assert_allclose(ev["row_probabilities"], scores.reshape(-1), rtol=1e-5)        # row after row
+    np.testing.assert_allclose(ev["row_numeric_values"], [SAMPLE["age"], SAMPLE["income"]])
+    assert ev["row_categorical_values"] == [[str(v) for v in SAMPLE["region"]]]
     bad = found[bad_id]
     assert bad["status"] == "error" and "NaN" in bad["error"] and bad["batch_size"] == 4   # the rows it held
-    assert bad["rows"] == []                                                            # none was served
+    assert all(bad[f] == [] for f in NO_ROWS)                                             # none was served

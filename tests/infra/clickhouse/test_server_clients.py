@@ -25,6 +25,7 @@ import pytest
 from backports import zstd
 from clickhouse_connect.driver.exceptions import DatabaseError
 
+from consumers.telemetry_sink import INSERT_SETTINGS
 from infra.app.stack.clickhouse import ChdbServer
 from infra.app.stack.process import free_port
 from infra.clickhouse import HttpStore
@@ -146,7 +147,7 @@ def test_readonly_request_never_stops_the_sinks_inserts(owner, base_settings, ma
             assert c.query("SELECT getSetting('readonly'), getSetting('max_threads') != 3").result_rows == [(0, 1)]
         values = [make_telemetry() for _ in range(50)]
         store.insert_raw("inference_telemetry_ingest", avro_container(values, [("t", 0, i) for i in range(50)]),
-                         "Avro")   # exactly the telemetry sink's insert
+                         "Avro", settings=INSERT_SETTINGS)   # exactly the telemetry sink's insert
         assert store.query_rows("SELECT count() AS n FROM inference_telemetry") == [{"n": 50}]
         assert owner.healthy() and owner.problem is None
     finally:

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from consumers.telemetry_sink import INSERT_SETTINGS
 from infra.clickhouse import ClickHouseError
 from infra.clickhouse.migrate import load_migrations, migrate
 from infra.clickhouse.rows import TELEMETRY_SCHEMA, telemetry_arrow
@@ -42,16 +43,18 @@ def test_every_telemetry_field_of_the_avro_contract_has_a_column(store):
         "SELECT name FROM system.columns WHERE database = {db:String} AND table = 'inference_telemetry'",
         {"db": store.database})}
     schema = catalog().get("InferenceTelemetry").expanded
-    fields = {f["name"] for f in schema["fields"] if f["name"] not in ("header", "rows")}
+    fields = {f["name"] for f in schema["fields"] if f["name"] != "header" and not f["name"].startswith("row_")}
     header = {f["name"] for f in schema["fields"][0]["type"]["fields"]}
     assert fields | header | {"kafka_topic", "kafka_partition", "kafka_offset"} <= cols
-    # Each served row lands in inference_rows, one column per TelemetryRow field.
+    # Each served row lands in inference_rows: every row_* column of the event has a column of the row.
     row_cols = {r["name"] for r in store.query_rows(
         "SELECT name FROM system.columns WHERE database = {db:String} AND table = 'inference_rows'",
         {"db": store.database})}
-    (rows,) = [f for f in schema["fields"] if f["name"] == "rows"]
-    renamed = {"index": "row_index", "key": "row_key", "numeric": "numeric_values", "categorical": "categorical_values"}
-    assert {renamed.get(f["name"], f["name"]) for f in rows["type"]["items"]["fields"]} <= row_cols
+    per_row = {f["name"] for f in schema["fields"] if f["name"].startswith("row_")}
+    renamed = {"row_keys": "row_key", "row_predictions": "prediction", "row_values": "prediction_value",
+               "row_confidences": "confidence", "row_probabilities": "scores", "row_numeric_values": "numeric_values",
+               "row_categorical_values": "categorical_values"}
+    assert set(renamed) == per_row and set(renamed.values()) <= row_cols
 
 
 def test_arrow_round_trip_keeps_values_and_types(store, make_telemetry, minute):
@@ -112,7 +115,7 @@ def test_errors_carry_clickhouse_message_and_code(store):
 def test_insert_raw_avro_container_is_parsed_by_clickhouse(store, make_telemetry, minute, avro_container):
     values = [make_telemetry(at=minute(0), latency_us=100 * (i + 1)) for i in range(20)]
     data = avro_container(values, [("topic-a", i % 2, 100 + i) for i in range(20)])
-    store.insert_raw("inference_telemetry_ingest", data, "Avro")
+    store.insert_raw("inference_telemetry_ingest", data, "Avro", settings=INSERT_SETTINGS)   # as the sink does
 
     rows = store.query_rows("SELECT event_id, producer, latency_us, kafka_partition, kafka_offset, stage_latency_us "
                             "FROM inference_telemetry FINAL ORDER BY kafka_offset")
@@ -127,7 +130,7 @@ def test_corrupt_avro_is_rejected_with_clickhouse_reason_and_nothing_is_stored(s
                                                                               avro_container):
     good = avro_container([make_telemetry(at=minute(0))], [("t", 0, 0)])
     with pytest.raises(ClickHouseError) as err:
-        store.insert_raw("inference_telemetry_ingest", good[:-9] + b"\xff" * 9, "Avro")
+        store.insert_raw("inference_telemetry_ingest", good[:-9] + b"\xff" * 9, "Avro", settings=INSERT_SETTINGS)
     assert err.value.code is not None
     assert store.query_rows("SELECT count() AS n FROM inference_telemetry") == [{"n": 0}]
 
