@@ -110,17 +110,17 @@ def row_columns(signature, outs: Sequence[np.ndarray], numeric: Sequence[tuple[s
     """The event's ``row_*`` fields for the served rows (built on the telemetry thread)."""
     scores = outs[0]
     n = scores.shape[0]
+    # Plain lists, not numpy: for the few rows of a typical request numpy's per-call cost dominates.
     if signature.is_classification:
-        probs = scores.reshape(n, -1).astype(np.float64)
-        index = outs[1].reshape(-1).astype(np.int64)
-        labels = signature.labels
-        known = (index >= 0) & (index < probs.shape[1])
-        preds = [labels[k] if 0 <= k < len(labels) else str(k) for k in index.tolist()]
-        values = index.astype(np.float64).tolist()
-        conf = np.where(known, probs[np.arange(n), np.clip(index, 0, probs.shape[1] - 1)], 0.0).tolist()
-        flat = probs.reshape(-1).tolist()
+        probs = scores.reshape(n, -1).tolist()
+        index = outs[1].reshape(-1).tolist()
+        labels, k = signature.labels, scores.size // max(n, 1)
+        preds = [labels[i] if 0 <= i < len(labels) else str(i) for i in index]
+        values = [float(i) for i in index]
+        conf = [row[i] if 0 <= i < k else 0.0 for row, i in zip(probs, index)]
+        flat = scores.reshape(-1).tolist()
     else:
-        values = scores.reshape(n, -1)[:, 0].astype(np.float64).tolist()
+        values = scores.reshape(n, -1)[:, 0].tolist()
         preds = [f"{v:.6g}" for v in values]
         conf = [1.0] * n
         flat = []
