@@ -4,11 +4,14 @@ Everything runs as in production: a real tansu broker, the embedded ClickHouse
 owner (``infra.clickhouse.server``) as its own process, and the sink as its own
 process (``python -m consumers.telemetry_sink``) talking to the owner over HTTP.
 
-* Throughput: N events are produced first; the figure is the rate at which rows
-  become queryable (``count()`` polled), from the first stored row to the last,
-  so process start and group join are excluded. Baseline, same run, same engine:
-  the same rows built as one Arrow table and inserted directly (``insert_arrow``,
-  single bulk insert over the same HTTP interface, same tables and views).
+* Throughput: N requests (InferenceTelemetry v4, 1 to 64 rows each, ``BATCHES``) are
+  produced first; the figure is the rate at which their served rows become
+  queryable in ``inference_rows`` (``count()`` polled), from the first stored row
+  to the last, so process start and group join are excluded. Baseline, same run,
+  same engine: the same requests and rows built as Arrow tables and bulk inserted
+  directly into ``inference_telemetry`` and ``inference_rows`` (``insert_arrow``,
+  the same HTTP interface, tables and views), so the ratio is what the sink's path
+  (Kafka, Avro parsed by ClickHouse, rows ARRAY JOINed by a view) costs.
 * Lag: events produced at a steady rate while the sink runs; lag is
   ``inserted_at - event_time`` of each row as ClickHouse stores it.
 * Dashboard: the per-minute dashboard queries over M raw rows (10M full, 1M quick),
@@ -37,7 +40,7 @@ from infra.app.stack.tansu import TansuBroker
 from infra.clickhouse import HttpStore
 from infra.clickhouse.dashboards import load_dashboard_queries
 from infra.clickhouse.migrate import migrate
-from infra.clickhouse.rows import telemetry_arrow
+from infra.clickhouse.rows import inference_rows_arrow, telemetry_arrow
 from infra.kafka import EventProducer
 from infra.kafka.admin import ensure_topics
 from infra.kafka.topics import INFERENCE_TELEMETRY
@@ -47,18 +50,33 @@ from schemas.events import new_header, now_us
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def telemetry_record(i: int, model: str = "churn") -> dict:
+BATCHES = (1, 1, 8, 64)     # rows per request, in turn: mostly single rows, some batches (18.5 rows per request)
+
+
+def telemetry_record(i: int, model: str = "churn", rows: int | None = None) -> dict:
+    """One InferenceTelemetry v4 value as the served model writes it, with its rows (``rows``, or the i-th of
+    BATCHES) as row_* columns."""
     t = now_us()
+    n = rows or BATCHES[i % len(BATCHES)]
+    preds = ["yes" if (i + r) % 3 else "no" for r in range(n)]
     return {"header": new_header("bench"), "request_id": f"r{i}", "model_name": model, "model_version": 1 + i % 2,
             "received_at": t - 900, "completed_at": t, "latency_us": 900 + i % 500, "stage_latency_us": {"model": 600},
-            "batch_size": 1, "numeric_names": ["tenure", "charges", "calls"], "numeric_means": [12.0, 70.5, 2.0],
+            "batch_size": n, "numeric_names": ["tenure", "charges", "calls"], "numeric_means": [12.0, 70.5, 2.0],
             "categorical_names": ["contract", "region"], "categorical_values": ["monthly", "west"],
-            "prediction": "yes" if i % 3 else "no", "prediction_value": float(i % 3 != 0), "confidence": 0.81,
-            "status": "ok", "error": None}
+            "prediction": preds[0], "prediction_value": float(preds[0] == "yes"), "confidence": 0.81,
+            "status": "ok", "error": None, "row_keys": [], "row_predictions": preds,
+            "row_values": [float(p == "yes") for p in preds], "row_confidences": [0.81] * n,
+            "row_probabilities": [x for p in preds for x in ((0.19, 0.81) if p == "yes" else (0.81, 0.19))],
+            "row_numeric_values": [[12.0 + r for r in range(n)], [70.5] * n, [float(r % 4) for r in range(n)]],
+            "row_categorical_values": [["monthly"] * n, ["west" if r % 2 else "east" for r in range(n)]]}
 
 
-def _count(store) -> int:
-    return int(store.query_rows("SELECT count() AS n FROM inference_telemetry")[0]["n"])
+def rows_in(records: list[dict]) -> int:
+    return sum(len(r["row_predictions"]) for r in records)
+
+
+def _count(store, table: str = "inference_telemetry") -> int:
+    return int(store.query_rows(f"SELECT count() AS n FROM {table}")[0]["n"])
 
 
 def _sink_process(settings, log_path: Path, max_batch: int, group: str = "bench-sink") -> subprocess.Popen:
@@ -76,10 +94,10 @@ def _sink_process(settings, log_path: Path, max_batch: int, group: str = "bench-
 
 
 def _wait_rows(store, n: int, proc: subprocess.Popen, timeout: float) -> tuple[float, float, int]:
-    """(time of the first stored row, time all n are stored, rows at first sight) by polling count()."""
+    """(time of the first stored row, time all n served rows are stored, rows at first sight), polling count()."""
     first_t, first_n, deadline = None, 0, time.monotonic() + timeout
     while time.monotonic() < deadline:
-        c = _count(store)
+        c = _count(store, "inference_rows")
         now = time.perf_counter()
         if c and first_t is None:
             first_t, first_n = now, c
@@ -89,11 +107,12 @@ def _wait_rows(store, n: int, proc: subprocess.Popen, timeout: float) -> tuple[f
         if proc.poll() is not None:
             raise RuntimeError(f"sink exited with {proc.returncode}")
         time.sleep(0.02)
-    raise RuntimeError(f"only {_count(store)} of {n} rows stored within {timeout:.0f}s")
+    raise RuntimeError(f"only {_count(store, 'inference_rows')} of {n} rows stored within {timeout:.0f}s")
 
 
 def _throughput(settings, store, base_store, n: int, max_batch: int, log_path: Path) -> tuple[dict, subprocess.Popen]:
     records = [telemetry_record(i) for i in range(n)]
+    total = rows_in(records)
     producer = EventProducer(settings, name="bench")
     topic = settings.topic(INFERENCE_TELEMETRY)
     for i, rec in enumerate(records):
@@ -101,16 +120,19 @@ def _throughput(settings, store, base_store, n: int, max_batch: int, log_path: P
     producer.flush(120)
 
     proc = _sink_process(settings, log_path, max_batch)
-    t_first, t_last, n_first = _wait_rows(store, n, proc, timeout=600)
-    sink_rate = (n - n_first) / (t_last - t_first)
+    t_first, t_last, n_first = _wait_rows(store, total, proc, timeout=600)
+    sink_rate = (total - n_first) / (t_last - t_first)
 
-    table = telemetry_arrow(records)            # built outside the timing: the baseline only inserts
+    requests, rows = telemetry_arrow(records), inference_rows_arrow(records)   # built outside the timing
     t0 = time.perf_counter()
-    base_store.insert_arrow("inference_telemetry", table)
-    base_rate = n / (time.perf_counter() - t0)
-    assert _count(base_store) == n
-    return {"sink": sink_rate, "base": base_rate, "stored": _count(store),
-            "unique": store.query_rows("SELECT uniqExact(event_id) AS u FROM inference_telemetry")[0]["u"]}, proc
+    base_store.insert_arrow("inference_telemetry", requests)
+    base_store.insert_arrow("inference_rows", rows)
+    base_rate = total / (time.perf_counter() - t0)
+    assert _count(base_store) == n and _count(base_store, "inference_rows") == total
+    return {"sink": sink_rate, "base": base_rate, "events": n, "rows": total, "events_per_s": sink_rate * n / total,
+            "stored": _count(store, "inference_rows"),
+            "unique": store.query_rows("SELECT uniqExact(event_id, row_index) AS u FROM inference_rows")[0]["u"]}, \
+        proc
 
 
 def _lag(settings, store, rate: int, seconds: float) -> dict:
@@ -120,7 +142,7 @@ def _lag(settings, store, rate: int, seconds: float) -> dict:
     total = int(rate * seconds)
     t0 = time.perf_counter()
     for i in range(total):
-        rec = telemetry_record(i)
+        rec = telemetry_record(i, rows=1)      # one-row requests, as the lag figure has always been measured
         rec["request_id"] = f"lag-{run_id}-{i}"
         producer.send(topic, "InferenceTelemetry", rec, key=f"k{i % 16}")
         ahead = (i + 1) / rate - (time.perf_counter() - t0)
@@ -193,7 +215,7 @@ def _settings(tmp: str, bootstrap: str, ch_url: str, database: str):
 
 
 def run(quick: bool) -> list[dict]:
-    n = 100_000 if quick else 1_000_000
+    n = 40_000 if quick else 400_000     # requests: 740,000 or 7.4M served rows (BATCHES)
     dash_rows = 1_000_000 if quick else 10_000_000
     lag_rate, lag_s = (2_000, 5.0) if quick else (5_000, 15.0)
     max_batch = 20_000        # the sink's default
@@ -225,15 +247,18 @@ def run(quick: bool) -> list[dict]:
             owner.stop()
             broker.stop()
     ratio = tput["sink"] / tput["base"]
-    dup_note = "" if tput["stored"] == tput["unique"] == n else f" (stored {tput['stored']}, unique {tput['unique']})"
+    rows = tput["rows"]
+    dup_note = ("" if tput["stored"] == tput["unique"] == rows
+                else f" (stored {tput['stored']}, unique {tput['unique']})")
     recs = [
-        {"figure": f"telemetry sink, Kafka → queryable rows, {n:,} events{dup_note}", "value": round(tput["sink"]),
-         "unit": "events/s", "baseline": "direct Arrow bulk insert of the same rows, same engine",
-         "baseline_value": round(tput["base"]), "ratio": round(ratio, 3), "target": "≥ 0.4×", "met": ratio >= 0.4},
-        {"figure": f"telemetry sink absolute throughput, {n:,} events", "value": round(tput["sink"]),
-         "unit": "events/s", "baseline": None, "baseline_value": None, "ratio": None, "target": "≥ 200,000 events/s",
-         "met": tput["sink"] >= 200_000},
-        {"figure": f"end-to-end lag p99 (event_time → queryable), {lag['n']:,} events at {lag_rate:,}/s "
+        {"figure": f"telemetry sink, Kafka → queryable served rows, {n:,} requests of {rows:,} rows{dup_note}",
+         "value": round(tput["sink"]), "unit": "rows/s",
+         "baseline": "the engine's bulk insert of the same requests and rows (Arrow, same tables and views)",
+         "baseline_value": round(tput["base"]), "ratio": round(ratio, 3), "target": "≥ 0.8×", "met": ratio >= 0.8},
+        {"figure": f"telemetry sink absolute throughput, {n:,} requests ({rows / n:.2f} rows each)",
+         "value": round(tput["events_per_s"]), "unit": "events/s", "baseline": None, "baseline_value": None,
+         "ratio": None, "target": None, "met": None},
+        {"figure": f"end-to-end lag p99 (event_time → queryable), {lag['n']:,} one-row requests at {lag_rate:,}/s "
                    f"(p50 {lag['p50_s']:.3f} s)", "value": round(lag["p99_s"], 3), "unit": "s", "baseline": None,
          "baseline_value": None, "ratio": None, "target": "< 2 s",
          "met": lag["p99_s"] < 2.0 and lag["n"] == lag["total"]},

@@ -159,6 +159,54 @@ def telemetry_arrow(values: Iterable[dict[str, Any]], kafka: Iterable[tuple[str,
     return pa.table({f.name: pa.array(cols[f.name], f.type) for f in TELEMETRY_SCHEMA}, schema=TELEMETRY_SCHEMA)
 
 
+ROWS_SCHEMA = pa.schema([
+    ("event_id", pa.string()), ("event_time", _TS), ("request_id", pa.string()), ("row_index", pa.int32()),
+    ("prediction_id", pa.string()), ("row_key", pa.string()), ("model_name", pa.string()),
+    ("model_version", pa.int32()), ("prediction", pa.string()), ("prediction_value", pa.float64()),
+    ("confidence", pa.float64()), ("scores", pa.list_(pa.float64())), ("numeric_names", _STR_LIST),
+    ("numeric_values", pa.list_(pa.float64())), ("categorical_names", _STR_LIST), ("categorical_values", _STR_LIST),
+    ("status", pa.string()), ("smoke", pa.bool_()), ("kafka_topic", pa.string()), ("kafka_partition", pa.int32()),
+    ("kafka_offset", pa.int64()),
+])
+
+
+def inference_rows_arrow(values: Iterable[dict[str, Any]],
+                         kafka: Iterable[tuple[str, int, int]] | None = None) -> pa.Table:
+    """The served rows of InferenceTelemetry v4 values (their ``row_*`` columns) as an Arrow table shaped like
+    ``inference_rows``: what the landing table's view writes, for bulk loads that bypass it (backfills, the
+    sink benchmark's baseline)."""
+    values = list(values)
+    coords = list(kafka) if kafka is not None else [("", -1, -1)] * len(values)
+    cols: dict[str, list] = {f.name: [] for f in ROWS_SCHEMA}
+    for v, (topic, part, off) in zip(values, coords):
+        preds = v.get("row_predictions", [])
+        n = len(preds)
+        if not n:
+            continue
+        k = len(v.get("row_probabilities", [])) // n
+        keys = v.get("row_keys") or [None] * n
+        probs, num, cat = v.get("row_probabilities", []), v.get("row_numeric_values", []), \
+            v.get("row_categorical_values", [])
+        head = {"event_id": str(v["header"]["event_id"]), "event_time": _micros(v["header"]["event_time"]),
+                "request_id": v["request_id"], "model_name": v["model_name"], "model_version": v["model_version"],
+                "numeric_names": list(v.get("numeric_names", [])),
+                "categorical_names": list(v.get("categorical_names", [])), "status": v.get("status", "ok"),
+                "smoke": bool(v.get("smoke", False)), "kafka_topic": topic, "kafka_partition": part,
+                "kafka_offset": off}
+        for name, value in head.items():
+            cols[name].extend([value] * n)
+        cols["row_index"].extend(range(n))
+        cols["prediction_id"].extend(f"{v['request_id']}:{i}" for i in range(n))
+        cols["row_key"].extend(keys)
+        cols["prediction"].extend(preds)
+        cols["prediction_value"].extend(v["row_values"])
+        cols["confidence"].extend(v["row_confidences"])
+        cols["scores"].extend(probs[i * k:(i + 1) * k] for i in range(n))
+        cols["numeric_values"].extend([c[i] for c in num] for i in range(n))
+        cols["categorical_values"].extend([c[i] for c in cat] for i in range(n))
+    return pa.table({f.name: pa.array(cols[f.name], f.type) for f in ROWS_SCHEMA}, schema=ROWS_SCHEMA)
+
+
 def write_events(store, events: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, int]:
     """Insert decoded lifecycle events, one JSONEachRow block per table; returns rows per table.
 

@@ -11,8 +11,9 @@ import pytest
 from consumers.telemetry_sink import INSERT_SETTINGS
 from infra.clickhouse import ClickHouseError
 from infra.clickhouse.migrate import load_migrations, migrate
-from infra.clickhouse.rows import TELEMETRY_SCHEMA, telemetry_arrow
+from infra.clickhouse.rows import TELEMETRY_SCHEMA, inference_rows_arrow, telemetry_arrow
 from schemas.catalog import catalog
+from tests.clickhouse_db import as_columns, insert_telemetry
 
 HOSTILE = "x'; DROP TABLE inference_telemetry; --\\ \"`{evil:String}"
 
@@ -172,3 +173,20 @@ def test_replacing_merge_tree_collapses_duplicate_events(store, make_telemetry, 
 def test_telemetry_arrow_schema_matches_the_table(store):
     described = {r["name"]: r["type"] for r in store.query_rows("DESCRIBE TABLE inference_telemetry")}
     assert set(TELEMETRY_SCHEMA.names) <= set(described)
+
+
+def test_rows_bulk_loaded_as_arrow_equal_the_rows_the_landing_view_writes(store, make_telemetry, minute):
+    """inference_rows_arrow (backfills, the sink benchmark's baseline) writes exactly what the sink's path does."""
+    records = [{"index": i, "key": f"k{i}", "prediction": p, "prediction_value": float(p == "yes"),
+                "confidence": 0.6 + i / 10, "scores": [0.4 - i / 10, 0.6 + i / 10], "numeric": [40.0 + i, 1.5 * i],
+                "categorical": ["EU" if i else "US"]} for i, p in enumerate(["yes", "no", "yes"])]
+    value = make_telemetry(at=minute(0)) | {"batch_size": 3, **as_columns(records)}
+    insert_telemetry(store, [value], [("t", 0, 7)])
+    columns = ("event_id, event_time, request_id, row_index, prediction_id, row_key, model_name, model_version, "
+               "prediction, prediction_value, confidence, scores, numeric_names, numeric_values, categorical_names, "
+               "categorical_values, status, smoke, kafka_topic, kafka_partition, kafka_offset")
+    by_view = store.query_rows(f"SELECT {columns} FROM inference_rows ORDER BY row_index")
+    assert len(by_view) == 3 and by_view[2]["scores"] == [0.2, 0.8] and by_view[1]["numeric_values"] == [41.0, 1.5]
+    store.command("TRUNCATE TABLE inference_rows")
+    store.insert_arrow("inference_rows", inference_rows_arrow([value], [("t", 0, 7)]))
+    assert store.query_rows(f"SELECT {columns} FROM inference_rows ORDER BY row_index") == by_view
