@@ -107,7 +107,7 @@ class TritonPythonModel:
             self._forward(arrays)
 
     # -- request handling ----------------------------------------------------------------------
-    def _decode(self, request) -> tuple[list, int, list, list | None]:
+    def _decode(self, request, params: str) -> tuple[list, int, list, list | None]:
         """Inputs in signature order, the row count, each numeric input's sum (reused by telemetry), and the
         client's row keys (None when it sent none).
 
@@ -152,7 +152,7 @@ class TritonPythonModel:
         if self.max_batch and batch > self.max_batch:
             raise BadRequest(f"batch of {batch} rows exceeds max_batch_size {self.max_batch}")
         try:
-            keys = row_keys(request.parameters(), batch)
+            keys = row_keys(params, batch)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
         return arrays, batch, sums, keys
@@ -198,9 +198,10 @@ class TritonPythonModel:
         received = time.time_ns() // 1000
         t0 = time.perf_counter_ns()
         decoded, errors, refused = [], {}, {}
+        params = [request.parameters() for request in requests]   # read once: row keys, then the smoke flag
         for i, request in enumerate(requests):
             try:
-                arrays, n, sums, keys = self._decode(request)
+                arrays, n, sums, keys = self._decode(request, params[i])
                 decoded.append((i, arrays, n, sums, keys))
             except BadRequest as exc:
                 errors[i] = (str(exc), pb_utils.TritonError.INVALID_ARG)
@@ -235,11 +236,12 @@ class TritonPythonModel:
                 responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(msg, code)))
         t3 = time.perf_counter_ns()
         if self.emitter is not None:
-            self._emit(requests, decoded, results, errors, refused, received, (t1 - t0, t2 - t1, t3 - t2))
+            self._emit(requests, params, decoded, results, errors, refused, received,
+                       (t1 - t0, t2 - t1, t3 - t2))
         return responses
 
     # -- telemetry -------------------------------------------------------------------------------
-    def _emit(self, requests, decoded, results, errors, refused, received, spans) -> None:
+    def _emit(self, requests, params, decoded, results, errors, refused, received, spans) -> None:
         """Hand one event builder per request to the emitter; only what cannot outlive execute() is read here.
 
         Input arrays may live in Triton's shared memory, so each row's input values are
@@ -257,7 +259,7 @@ class TritonPythonModel:
                 _, arrays, n, sums, keys = inputs[i]
                 numeric, categorical = row_values(self.inputs, arrays, sums, n)
             self.emitter.emit(functools.partial(
-                self._event, request.request_id(), is_smoke(request.parameters()), received, completed, stages, n,
+                self._event, request.request_id(), is_smoke(params[i]), received, completed, stages, n,
                 numeric, categorical, keys, results.get(i), errors[i][0] if i in errors else None))
 
     def _event(self, request_id, smoke, received, completed, stages, n, numeric, categorical, keys, outs,
