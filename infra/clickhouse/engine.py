@@ -392,9 +392,3 @@ def _file_insert(conn: Connection, head_sql: str, fmt: str, data: bytes) -> Resu
         return conn.query(f"{head_sql} FROM INFILE {literal} COMPRESSION 'none' FORMAT {fmt}")
     finally:
         os.unlink(path)
-
-
-def _strip_wrapper(text: str) -> str:
-    """chdb prefixes streaming-insert errors with its own words; keep ClickHouse's message."""
-    idx = text.find("Code: ")
-    return text[idx:] if idx >= 0 else text
