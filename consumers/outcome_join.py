@@ -17,6 +17,10 @@ BATCH = """(SELECT event_id, model_name, ref, label, value, observed_at FROM out
 ORPHANS = """(SELECT outcome_event_id AS event_id, model_name, ref, label, value, observed_at
               FROM outcome_orphans FINAL WHERE NOT resolved ORDER BY observed_at DESC LIMIT {limit:UInt32})"""
 
+# What LABEL_SQL reads of a served row (the same list on both sides of its UNION ALL).
+_ROW_COLUMNS = ("model_name, model_version, prediction_id, row_key, event_time, prediction, prediction_value, "
+                "confidence, scores, categorical_names, categorical_values")
+
 LABEL_SQL = """
 INSERT INTO labelled_rows (model_name, model_version, ref, prediction_id, row_key, served_at, observed_at,
     label_delay_s, task, prediction, predicted_index, prediction_value, confidence, scores, label, label_index,
@@ -31,13 +35,11 @@ INNER JOIN
 (
     SELECT * FROM
     (
-        SELECT model_name, model_version, prediction_id, row_key, event_time, prediction, prediction_value,
-               confidence, scores, categorical_names, categorical_values, concat('id:', prediction_id) AS ref
+        SELECT _ROW_COLUMNS, concat('id:', prediction_id) AS ref
         FROM inference_rows
         WHERE prediction_id IN (SELECT substring(ref, 4) FROM {source} WHERE startsWith(ref, 'id:'))
         UNION ALL
-        SELECT model_name, model_version, prediction_id, row_key, event_time, prediction, prediction_value,
-               confidence, scores, categorical_names, categorical_values, concat('key:', assumeNotNull(row_key)) AS ref
+        SELECT _ROW_COLUMNS, concat('key:', assumeNotNull(row_key)) AS ref
         FROM inference_rows
         WHERE row_key IN (SELECT substring(ref, 5) FROM {source} WHERE startsWith(ref, 'key:'))
     )
@@ -46,7 +48,7 @@ INNER JOIN
 ) AS r ON r.model_name = o.model_name AND r.ref = o.ref
 INNER JOIN (SELECT model_name, model_version, task, labels FROM models FINAL) AS m
     ON m.model_name = r.model_name AND m.model_version = r.model_version
-"""
+""".replace("_ROW_COLUMNS", _ROW_COLUMNS)
 
 ORPHAN_SQL = """
 INSERT INTO outcome_orphans (model_name, ref, prediction_id, row_key, label, value, observed_at, source, reason,

@@ -112,13 +112,12 @@ def row_columns(signature, outs: Sequence[np.ndarray], numeric: Sequence[tuple[s
     n = scores.shape[0]
     # Plain lists, not numpy: for the few rows of a typical request numpy's per-call cost dominates.
     if signature.is_classification:
-        probs = scores.reshape(n, -1).tolist()
+        flat = scores.reshape(-1).tolist()
         index = outs[1].reshape(-1).tolist()
         labels, k = signature.labels, scores.size // max(n, 1)
         preds = [labels[i] if 0 <= i < len(labels) else str(i) for i in index]
         values = [float(i) for i in index]
-        conf = [row[i] if 0 <= i < k else 0.0 for row, i in zip(probs, index)]
-        flat = scores.reshape(-1).tolist()
+        conf = [flat[r * k + i] if 0 <= i < k else 0.0 for r, i in enumerate(index)]
     else:
         values = scores.reshape(n, -1)[:, 0].tolist()
         preds = [f"{v:.6g}" for v in values]

@@ -183,10 +183,10 @@ def inference_rows_arrow(values: Iterable[dict[str, Any]],
         n = len(preds)
         if not n:
             continue
-        k = len(v.get("row_probabilities", [])) // n
+        probs = v.get("row_probabilities", [])
+        num, cat = v.get("row_numeric_values", []), v.get("row_categorical_values", [])
+        k = len(probs) // n
         keys = v.get("row_keys") or [None] * n
-        probs, num, cat = v.get("row_probabilities", []), v.get("row_numeric_values", []), \
-            v.get("row_categorical_values", [])
         head = {"event_id": str(v["header"]["event_id"]), "event_time": _micros(v["header"]["event_time"]),
                 "request_id": v["request_id"], "model_name": v["model_name"], "model_version": v["model_version"],
                 "numeric_names": list(v.get("numeric_names", [])),
